@@ -1,0 +1,18 @@
+# The two commands of the README, plus helpers. Every target sets up what it needs first (idempotent, quick when done).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export BRIDGE_VENV := $(abspath $(VENV))
+
+.PHONY: setup demo test test-slow bench docs
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/bridge convert examples/tiny_cnn/model.py:TinyCNN \
+		--weights examples/tiny_cnn/tiny_cnn.safetensors --input x:1x3x64x64 --out out/tiny_cnn --force
+
+test: setup
+	$(PY) -m pytest -q -ra --durations=15
+
+test-slow: setup
+	BRIDGE_SLOW=1 $(PY) -m pytest -q -ra --durations=25

@@ -1,0 +1,185 @@
+"""The `bridge` command: a thin shell over the Python API.
+
+Exit codes: 0 success; 1 a bridge error (one red line, details, next step; traceback only with --debug);
+2 a usage error; 3 converted, but a parity stage was inaccurate or failed (or skipped, with --strict).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bridge import __version__
+from bridge.errors import BridgeError, UsageError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="bridge", description="PyTorch to TensorFlow.js graph models, with parity "
+                                     "proven at every stage down to the real TF.js runtime.")
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_convert(sub)
+    _add_tfjs(sub)
+    _add_inspect(sub)
+    sub.add_parser("doctor", help="check the installed components and say how to fix missing ones",
+                   description="Print versions of Python, torch, tensorflow, onnx, onnxruntime, onnx2tf, Node, the "
+                               "pinned TF.js npm packages and Chromium, and say what is missing.")
+    return parser
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert a PyTorch model to a TF.js graph model and check parity",
+                       description="Convert MODEL to OUT/web_model (model.json + shards) through a SavedModel, "
+                                   "checking parity against PyTorch at every stage.")
+    p.add_argument("model", metavar="MODEL", help="file.py:ClassOrFactory, a TorchScript .pt, a torch.export .pt2 "
+                   "or an .onnx file")
+    p.add_argument("--input", dest="inputs", action="append", default=[], metavar="NAME:SHAPE[:DTYPE[:LOW..HIGH]]",
+                   help="a model input, e.g. x:1x3x224x224 or ids:?x128:int64:0..999 (? = dynamic); repeat per "
+                        "input, in forward() order")
+    p.add_argument("--output", dest="outputs", action="append", default=[], metavar="NAME",
+                   help="name of an output, in order (default: output_0, output_1, ... or the keys of a dict)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--weights", type=Path, metavar="FILE", help="state_dict (.pt/.pth, loaded with "
+                   "weights_only=True) or .safetensors, for a file.py:Class MODEL")
+    p.add_argument("--init-args", metavar="JSON", help="constructor arguments: a JSON list or object")
+    p.add_argument("--route", choices=("onnx", "native", "auto"), default="onnx",
+                   help="how to reach TensorFlow (default: onnx)")
+    p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
+                   help="layout of 4-D image inputs in the web model (default: nhwc, what tf.browser.fromPixels "
+                        "gives)")
+    _add_quantize(p)
+    p.add_argument("--sample-inputs", type=Path, metavar="FILE.npz", help="your own sample inputs for parity "
+                   "(arrays named after the inputs; a leading extra axis holds several sets)")
+    p.add_argument("--samples", type=int, default=3, metavar="N", help="number of seeded random sample inputs "
+                   "(default 3)")
+    p.add_argument("--atol", type=float, help="absolute tolerance of every parity check (default per stage)")
+    p.add_argument("--rtol", type=float, help="relative tolerance of every parity check (default per stage)")
+    p.add_argument("--shard-size", type=int, default=4 * 1024 * 1024, metavar="BYTES",
+                   help="weight shard size (default 4 MiB)")
+    p.add_argument("--strict", action="store_true", help="a skipped stage fails the run too (for CI)")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow and onnx2tf logs")
+
+
+def _add_quantize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quantize", action="append", default=[], metavar="DTYPE[:PATTERN]",
+                   help="quantize float32 weights to float16, uint8 or uint16, optionally only weights whose name "
+                        "matches a glob pattern (e.g. uint8:*dense*); repeat for several")
+
+
+def _add_tfjs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tfjs", help="write a TF.js graph model from a SavedModel",
+                       description="Convert SAVED_MODEL_DIR to a TF.js graph model in OUT_DIR (model.json + shards) "
+                                   "with bridge's own writer: freeze, grappler, fusions the TF.js runtime executes, "
+                                   "op allow-list check, weights.")
+    p.add_argument("saved_model", type=Path, metavar="SAVED_MODEL_DIR")
+    p.add_argument("out", type=Path, metavar="OUT_DIR")
+    p.add_argument("--signature", default="serving_default", help="signature key (default serving_default)")
+    _add_quantize(p)
+    p.add_argument("--shard-size", type=int, default=4 * 1024 * 1024, metavar="BYTES",
+                   help="weight shard size in bytes (default 4194304)")
+    p.add_argument("--control-flow-v2", action="store_true",
+                   help="keep TF2 While/If ops instead of lowering them to v1 control flow")
+    p.add_argument("--metadata", action="append", default=[], metavar="KEY=FILE.json",
+                   help="add FILE.json's content under userDefinedMetadata.KEY; repeatable")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT_DIR")
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="summarise a TF.js web model folder",
+                       description="Op histogram, Transpose count, weight bytes by dtype, quantization, shards, "
+                                   "whether executeAsync is needed, and bridge's metadata.")
+    p.add_argument("web_model", type=Path, metavar="WEB_MODEL_DIR")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from bridge import doctor
+
+    components = doctor.collect()
+    print(doctor.render(components))
+    return EXIT_OK if all(c.problem is None or not c.required for c in components) else EXIT_ERROR
+
+
+def _cmd_tfjs(args: argparse.Namespace) -> int:
+    from bridge.tfjs.convert import TfjsOptions, convert_saved_model
+
+    options = TfjsOptions(signature=args.signature, quantize=tuple(args.quantize), shard_size=args.shard_size,
+                          control_flow_v2=args.control_flow_v2, metadata=_read_metadata_files(args.metadata),
+                          force=args.force, source=str(args.saved_model))
+    summary = convert_saved_model(args.saved_model, args.out, options)
+    print(f"wrote {args.out}/model.json: {summary}")
+    return EXIT_OK
+
+
+def _read_metadata_files(items: Sequence[str]) -> dict[str, object]:
+    metadata: dict[str, object] = {}
+    for item in items:
+        key, sep, file = item.partition("=")
+        if not sep or not key or not file:
+            raise UsageError(f"--metadata {item!r} is not KEY=FILE.json", stage="options")
+        try:
+            metadata[key] = json.loads(Path(file).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--metadata {key}: cannot read JSON from {file}: {exc}", stage="options") from exc
+    return metadata
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from bridge.tfjs.inspect import inspect_web_model
+
+    summary = inspect_web_model(args.web_model)
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.to_text())
+    return EXIT_OK
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from bridge.pipeline import convert_from_cli
+
+    result = convert_from_cli(args)
+    return EXIT_OK if result.ok else EXIT_PARITY
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "doctor": _cmd_doctor, "tfjs": _cmd_tfjs, "inspect": _cmd_inspect, "convert": _cmd_convert,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (also used as the console entry point)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return COMMANDS[args.command](args)
+    except BridgeError as exc:
+        if args.debug:
+            raise
+        _print_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bridge: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+def _print_error(exc: BridgeError) -> None:
+    red, reset = ("\033[31m", "\033[0m") if sys.stderr.isatty() else ("", "")
+    lines = str(exc).splitlines()
+    print(f"{red}error: {lines[0]}{reset}", file=sys.stderr)
+    for line in lines[1:]:
+        print(line, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The web model's interface: each input and output with its PyTorch shape, its web shape and the permutation
+between them (image inputs are NHWC in the web model by default; PyTorch is NCHW)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# TF and TF.js have no int64/float64: these cross the boundary as the narrower type.
+WEB_DTYPES = {"int64": "int32", "float64": "float32", "float16": "float32"}
+
+
+@dataclass(frozen=True)
+class Port:
+    """One input or output of the converted model."""
+
+    name: str
+    torch_shape: tuple[int | None, ...]
+    dtype: str
+    layout: str  # "nhwc", "nchw" or "source" (PyTorch's own order)
+    perm: tuple[int, ...] | None = None  # takes the PyTorch tensor to the web tensor; None = identity
+
+    @property
+    def web_shape(self) -> tuple[int | None, ...]:
+        """The shape in the web model."""
+        return self.torch_shape if self.perm is None else tuple(self.torch_shape[i] for i in self.perm)
+
+    @property
+    def web_dtype(self) -> str:
+        """The dtype in TF and TF.js."""
+        return WEB_DTYPES.get(self.dtype, self.dtype)
+
+    def to_web(self, array: np.ndarray) -> np.ndarray:
+        """A PyTorch-side array in the web model's layout and dtype."""
+        moved = array if self.perm is None else np.transpose(array, self.perm)
+        return np.ascontiguousarray(moved).astype(self.web_dtype, copy=False)
+
+    def describe(self) -> dict[str, object]:
+        """Plain data for reports and metadata."""
+        return {"name": self.name, "shape": list(self.torch_shape), "web_shape": list(self.web_shape),
+                "dtype": self.web_dtype, "torch_dtype": self.dtype, "layout": self.layout,
+                "perm_from_torch": list(self.perm) if self.perm is not None else None}
+
+
+def to_web_samples(samples: Sequence[Mapping[str, np.ndarray]], ports: Sequence[Port]) -> list[dict[str, np.ndarray]]:
+    """Every sample (inputs or reference outputs) moved into the web model's layout and dtypes."""
+    return [{p.name: p.to_web(sample[p.name]) for p in ports} for sample in samples]
+
+
+def image_perm(rank: int, layout: str) -> tuple[int, ...] | None:
+    """The permutation for an input of `rank` under `layout`: NCHW->NHWC for 4-D with layout nhwc, else None."""
+    if rank == 4 and layout == "nhwc":
+        return (0, 2, 3, 1)
+    return None

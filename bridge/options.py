@@ -1,0 +1,44 @@
+"""Options of a conversion, in one frozen dataclass (the CLI and the Python API both build one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bridge.errors import UsageError
+
+ROUTES = ("onnx", "native", "auto")
+LAYOUTS = ("nhwc", "nchw")
+DEFAULT_SHARD_SIZE = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything that steers `bridge convert` besides the model, its inputs and the output folder."""
+
+    route: str = "onnx"
+    layout: str = "nhwc"
+    output_names: tuple[str, ...] = ()
+    quantize: tuple[str, ...] = ()
+    shard_size: int = DEFAULT_SHARD_SIZE
+    atol: float | None = None
+    rtol: float | None = None
+    samples: int = 3
+    seed: int = 0
+    strict: bool = False
+    force: bool = False
+    verbose: bool = False
+    node_backends: tuple[str, ...] = ("wasm", "cpu")
+    metadata: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.route not in ROUTES:
+            raise UsageError(f"unknown route {self.route!r}", stage="options", hint=f"use one of {', '.join(ROUTES)}")
+        if self.layout not in LAYOUTS:
+            raise UsageError(f"unknown layout {self.layout!r}", stage="options", hint="use nhwc or nchw")
+        if self.samples < 1:
+            raise UsageError("--samples must be at least 1", stage="options")
+        if self.shard_size < 1024:
+            raise UsageError("--shard-size must be at least 1024 bytes", stage="options")
+        for value, name in ((self.atol, "atol"), (self.rtol, "rtol")):
+            if value is not None and not value >= 0:
+                raise UsageError(f"--{name} must be a non-negative number", stage="options")

@@ -1,0 +1,54 @@
+"""Progress on the terminal: a spinner while a stage runs, then one line per stage with its status and figures."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+from bridge.stages import StageResult, Status
+
+_STYLE = {Status.PASS: "green", Status.INACCURATE: "yellow", Status.FAIL: "red", Status.SKIPPED: "dim"}
+
+
+class Progress:
+    """Prints stage lines to stderr (quiet=True prints nothing, for the Python API)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+        self.quiet = quiet
+
+    @contextmanager
+    def running(self, name: str) -> Iterator[None]:
+        """Show a spinner labelled `name` while the body runs (only on a terminal)."""
+        if self.quiet or not self.console.is_terminal:
+            yield
+            return
+        with self.console.status(f"{name} ..."):
+            yield
+
+    def stage_done(self, stage: StageResult) -> None:
+        """One line: mark, stage name, detail, seconds, worst max |Δ|, reason."""
+        if self.quiet:
+            return
+        err = f"max|Δ| {stage.max_abs:.2g}" if stage.max_abs is not None else ""
+        line = f"  {stage.status.symbol} {stage.name:<16} {stage.detail[:34]:<34} {stage.seconds:6.1f} s   {err}"
+        if stage.reason:
+            line += f"  ({stage.reason.splitlines()[0][:120]})"
+        self.console.print(line.rstrip(), style=_STYLE[stage.status], markup=False)
+
+    def note(self, text: str) -> None:
+        """A plain informational line."""
+        if not self.quiet:
+            self.console.print(text, markup=False)
+
+
+def timed(fn: Callable[[], StageResult]) -> StageResult:
+    """Run a stage function and fill in its duration."""
+    start = time.perf_counter()
+    result = fn()
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,81 @@
+"""The ONNX route: torch.onnx.export -> onnxruntime check -> onnx2tf -> TensorFlow (SavedModel).
+
+Stages: `onnx` (the exported file in onnxruntime vs PyTorch) and `tf` (onnx2tf's TF model in Python vs PyTorch).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bridge.context import ConversionContext
+from bridge.interface import Port, to_web_samples
+from bridge.parity import compare_outputs
+from bridge.progress import timed
+from bridge.stages import StageResult, Status, worst_status
+
+
+def run_onnx_route(ctx: ConversionContext) -> tuple[list[StageResult], Path]:
+    """Run the route's stages; returns them and the SavedModel folder they produced."""
+    onnx_path = ctx.staging / "model.onnx"
+    stages = [_stage(ctx, "onnx", lambda: _onnx_stage(ctx, onnx_path))]
+    saved_model = ctx.staging / "saved_model"
+    stages.append(_stage(ctx, "tf", lambda: _tf_stage(ctx, onnx_path, saved_model)))
+    return stages, saved_model
+
+
+def _stage(ctx: ConversionContext, name: str, fn) -> StageResult:  # type: ignore[no-untyped-def]
+    with ctx.progress.running(name):
+        result = timed(fn)
+    ctx.progress.stage_done(result)
+    return result
+
+
+def _onnx_stage(ctx: ConversionContext, onnx_path: Path) -> StageResult:
+    from bridge.onnx_route.export import export_onnx
+    from bridge.onnx_route.onnxrt import run_onnx
+    from bridge.reference import to_torch_inputs
+
+    if ctx.onnx_source is not None:
+        shutil.copyfile(ctx.onnx_source, onnx_path)
+        return StageResult("onnx", Status.SKIPPED, reason="the given ONNX file is the reference (onnxruntime)",
+                           detail="given .onnx")
+    example = to_torch_inputs(_example_sample(ctx), ctx.specs)
+    export = export_onnx(ctx.module, example, onnx_path, input_names=[s.name for s in ctx.specs],
+                         output_names=ctx.output_names,
+                         dynamic_dims={s.name: list(s.dynamic_dims) for s in ctx.specs if s.dynamic_dims})
+    actual = [run_onnx(onnx_path, sample) for sample in ctx.samples]
+    outputs = compare_outputs(actual, ctx.reference, ctx.tolerance("onnx"))
+    note = f"{export.exporter} exporter" + (f" (fallback: {export.fallback_reason})" if export.fallback_reason else "")
+    return StageResult("onnx", worst_status([o.status for o in outputs]), detail=note, outputs=outputs,
+                       extra={"exporter": export.exporter, "fallback_reason": export.fallback_reason})
+
+
+def _example_sample(ctx: ConversionContext) -> dict:  # type: ignore[type-arg]
+    """The first sample cut to the example shapes (dynamic dims at their example size) for export."""
+    return ctx.samples[0]
+
+
+def _tf_stage(ctx: ConversionContext, onnx_path: Path, saved_model: Path) -> StageResult:
+    from bridge.onnx_route.to_tf import onnx_to_saved_model
+
+    layouts = {s.name: ctx.options.layout for s in ctx.specs}
+    rebuild = onnx_to_saved_model(onnx_path, saved_model, input_layouts=layouts, sample_inputs=ctx.samples[0],
+                                  verbose=ctx.options.verbose)
+    ctx.input_ports = [_port(info, spec.dtype) for info, spec in zip(rebuild.inputs, ctx.specs)]
+    ctx.output_ports = [_port(info, None) for info in rebuild.outputs]
+    web_inputs = to_web_samples(ctx.samples, ctx.input_ports)
+    expected = to_web_samples(ctx.reference, ctx.output_ports)
+    actual = [rebuild.run_tf(sample) for sample in web_inputs]
+    outputs = compare_outputs(actual, expected, ctx.tolerance("tf"))
+    return StageResult("tf", worst_status([o.status for o in outputs]), detail="onnx2tf", outputs=outputs)
+
+
+def _port(info, torch_dtype: str | None) -> Port:  # type: ignore[no-untyped-def]
+    perm = tuple(info.perm_from_torch) if info.perm_from_torch is not None else None
+    if perm is not None and perm == tuple(range(len(perm))):
+        perm = None
+    shape = tuple(info.shape)
+    torch_shape = shape if perm is None else tuple(shape[perm.index(i)] for i in range(len(perm)))
+    return Port(name=info.name, torch_shape=torch_shape, dtype=torch_dtype or str(info.dtype), layout=info.layout,
+                perm=perm)

@@ -1,0 +1,149 @@
+"""Stages shared by every route, from the SavedModel on: `savedmodel` (reloaded through its signature),
+`tfjs-graph` (the exact graph written to model.json, replayed in TensorFlow) and `tfjs-node-<backend>` (the real
+TF.js runtime in Node)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge import __version__
+from bridge.context import ConversionContext
+from bridge.errors import BridgeError
+from bridge.interface import to_web_samples
+from bridge.parity import compare_outputs
+from bridge.progress import timed
+from bridge.stages import StageResult, Status, worst_status
+
+
+def run_web_stages(ctx: ConversionContext, saved_model: Path, route: str) -> list[StageResult]:
+    """Reload the SavedModel, write the web model, replay it in TF, run it in Node; one result per stage."""
+    stages = [_run(ctx, "savedmodel", lambda: savedmodel_stage(ctx, saved_model))]
+    web_model = ctx.staging / "web_model"
+    stages.append(_run(ctx, "tfjs-graph", lambda: tfjs_graph_stage(ctx, saved_model, web_model, route)))
+    stages += node_stages(ctx, web_model)
+    return stages
+
+
+def _run(ctx: ConversionContext, name: str, fn: Callable[[], StageResult]) -> StageResult:
+    with ctx.progress.running(name):
+        result = timed(fn)
+    ctx.progress.stage_done(result)
+    return result
+
+
+def _parity(ctx: ConversionContext, name: str, actual: list[dict[str, np.ndarray]], detail: str = "",
+            **extra: Any) -> StageResult:
+    expected = to_web_samples(ctx.reference, ctx.output_ports)
+    outputs = compare_outputs(actual, expected, ctx.tolerance(name))
+    return StageResult(name, worst_status([o.status for o in outputs]), detail=detail, outputs=outputs, extra=extra)
+
+
+def savedmodel_stage(ctx: ConversionContext, saved_model: Path) -> StageResult:
+    """The SavedModel reloaded from disk and run through its serving signature."""
+    from bridge.onnx_route.quiet import import_tensorflow
+
+    tf = import_tensorflow(ctx.options.verbose)
+    loaded = tf.saved_model.load(str(saved_model))
+    serve = loaded.signatures["serving_default"]
+    actual = []
+    for sample in to_web_samples(ctx.samples, ctx.input_ports):
+        result = serve(**{k: tf.constant(v) for k, v in sample.items()})
+        actual.append({p.name: result[p.name].numpy() for p in ctx.output_ports})
+    return _parity(ctx, "savedmodel", actual, detail="serving_default")
+
+
+def tfjs_graph_stage(ctx: ConversionContext, saved_model: Path, web_model: Path, route: str) -> StageResult:
+    """Write the web model with bridge's writer, read it back, replay its exact graph in TensorFlow."""
+    from bridge.tfjs.convert import TfjsOptions, convert_saved_model
+    from bridge.tfjs.reader import read_web_model
+    from bridge.tfjs.replay import replay_graph
+
+    options = TfjsOptions(quantize=ctx.options.quantize, shard_size=ctx.options.shard_size,
+                          metadata=dict(ctx.options.metadata), bridge_metadata=_bridge_metadata(ctx, route),
+                          source=_source(ctx), force=True)
+    summary = convert_saved_model(saved_model, web_model, options)
+    ctx.quantization_step, ctx.quantized_weights = _quantization_figures(summary)
+    model = read_web_model(web_model)
+    actual = [_named(replay_graph(model.graph_def, model.weights, sample, model.inputs, model.outputs), ctx)
+              for sample in to_web_samples(ctx.samples, ctx.input_ports)]
+    detail = f"{summary.shard_count} shard(s), {summary.weight_bytes / 1e6:.2f} MB"
+    return _parity(ctx, "tfjs-graph", actual, detail=detail, **summary.to_dict())
+
+
+def _named(result: dict[str, np.ndarray], ctx: ConversionContext) -> dict[str, np.ndarray]:
+    return {p.name: result[p.name] for p in ctx.output_ports if p.name in result}
+
+
+def _quantization_figures(summary: Any) -> tuple[float, int]:
+    steps = getattr(summary, "quantization_steps", {}) or {}
+    return (max(steps.values()), len(steps)) if steps else (0.0, 0)
+
+
+def _bridge_metadata(ctx: ConversionContext, route: str) -> dict[str, Any]:
+    return {"route": route, "inputs": [p.describe() for p in ctx.input_ports],
+            "outputs": [p.describe() for p in ctx.output_ports], "bridge_version": __version__}
+
+
+def _source(ctx: ConversionContext) -> str:
+    return str(ctx.onnx_source) if ctx.onnx_source else type(ctx.module).__name__
+
+
+def node_stages(ctx: ConversionContext, web_model: Path) -> list[StageResult]:
+    """`tfjs-node-<backend>` for each backend, all in one Node process; skipped with a reason if Node is missing."""
+    from bridge.runtime.node import node_status, run_graph_model
+
+    backends = list(ctx.options.node_backends)
+    problems = node_status().problems
+    if problems:
+        return [_skip(ctx, f"tfjs-node-{b}", "; ".join(problems)) for b in backends]
+    inputs = to_web_samples(ctx.samples, ctx.input_ports)
+    try:
+        with ctx.progress.running("tfjs-node"):
+            result = timed_runs(lambda: run_graph_model(web_model, inputs, backends=backends, warmup=1, repeats=3))
+    except BridgeError as exc:
+        failed = [stage_error(f"tfjs-node-{b}", exc) for b in backends]
+        for stage in failed:
+            ctx.progress.stage_done(stage)
+        return failed
+    stages = []
+    for backend in backends:
+        stages.append(_node_stage(ctx, backend, result[0].get(backend), result[1] / max(1, len(backends))))
+        ctx.progress.stage_done(stages[-1])
+    return stages
+
+
+def timed_runs(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Run fn; return its result and the seconds it took."""
+    import time
+
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def _node_stage(ctx: ConversionContext, backend: str, run: Any, seconds: float) -> StageResult:
+    name = f"tfjs-node-{backend}"
+    if run is None or run.error:
+        reason = run.error if run is not None else "backend did not run"
+        return StageResult(name, Status.FAIL, seconds=seconds, reason=reason, detail=backend)
+    actual = [{p.name: out[p.name] for p in ctx.output_ports if p.name in out} for out in run.outputs]
+    median = float(np.median(run.infer_ms)) if run.infer_ms else None
+    stage = _parity(ctx, name, actual, detail=f"{backend}" + (f", {median:.1f} ms" if median else ""),
+                    load_ms=run.load_ms, infer_ms_median=median, used_async=run.used_async)
+    stage.seconds = seconds
+    return stage
+
+
+def _skip(ctx: ConversionContext, name: str, reason: str) -> StageResult:
+    stage = StageResult(name, Status.SKIPPED, reason=reason)
+    ctx.progress.stage_done(stage)
+    return stage
+
+
+def stage_error(name: str, exc: BridgeError) -> StageResult:
+    """A stage that raised a bridge error after the web model existed: recorded as failed, not fatal."""
+    return StageResult(name, Status.FAIL, reason=str(exc))
