@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_tfjs(sub)
     _add_inspect(sub)
+    _add_serve(sub)
     sub.add_parser("doctor", help="check the installed components and say how to fix missing ones",
                    description="Print versions of Python, torch, tensorflow, onnx, onnxruntime, onnx2tf, Node, the "
                                "pinned TF.js npm packages and Chromium, and say what is missing.")
@@ -101,6 +102,30 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a folder (web model, demo page) over http on loopback",
+                       description="A static server with CORS headers and the right content types for .json, "
+                                   ".bin, .wasm and .js; refuses paths outside DIR. Ctrl-C stops it.")
+    p.add_argument("folder", type=Path, metavar="DIR")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
+    p.add_argument("--verbose", action="store_true", help="log every request")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from bridge.server import make_server
+
+    server = make_server(args.folder, args.host, args.port, verbose=args.verbose)
+    print(f"serving {args.folder} at http://{args.host}:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from bridge import doctor
 
@@ -149,7 +174,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "doctor": _cmd_doctor, "tfjs": _cmd_tfjs, "inspect": _cmd_inspect, "convert": _cmd_convert,
+    "doctor": _cmd_doctor, "serve": _cmd_serve, "tfjs": _cmd_tfjs, "inspect": _cmd_inspect, "convert": _cmd_convert,
 }
 
 
