@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -186,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
     except BridgeError as exc:
@@ -196,6 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bridge: interrupted; no output was written", file=sys.stderr)
         return 130
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so atomic output folders and subprocesses are cleaned up."""
+    raise KeyboardInterrupt
 
 
 def _print_error(exc: BridgeError) -> None:

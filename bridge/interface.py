@@ -38,10 +38,16 @@ class Port:
         return np.ascontiguousarray(moved).astype(self.web_dtype, copy=False)
 
     def describe(self) -> dict[str, object]:
-        """Plain data for reports and metadata."""
+        """Plain data for reports."""
         return {"name": self.name, "shape": list(self.torch_shape), "web_shape": list(self.web_shape),
                 "dtype": self.web_dtype, "torch_dtype": self.dtype, "layout": self.layout,
                 "perm_from_torch": list(self.perm) if self.perm is not None else None}
+
+    def metadata(self) -> dict[str, object]:
+        """The same facts for model.json's userDefinedMetadata.bridge (camelCase, like the rest of model.json)."""
+        return {"name": self.name, "shape": list(self.web_shape), "dtype": self.web_dtype, "layout": self.layout,
+                "torchShape": list(self.torch_shape), "torchDtype": self.dtype,
+                "permFromTorch": list(self.perm) if self.perm is not None else None}
 
 
 def to_web_samples(samples: Sequence[Mapping[str, np.ndarray]], ports: Sequence[Port]) -> list[dict[str, np.ndarray]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,10 @@ class Progress:
     """Prints stage lines to stderr (quiet=True prints nothing, for the Python API)."""
 
     def __init__(self, quiet: bool = False) -> None:
-        self.console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+        # A private copy of the terminal's stderr: stages hide library chatter by redirecting fd 2, and the
+        # spinner and stage lines must still reach the user.
+        stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1) if _has_fd(sys.stderr) else sys.stderr
+        self.console = Console(file=stream, highlight=False, soft_wrap=True)
         self.quiet = quiet
 
     @contextmanager
@@ -44,6 +48,31 @@ class Progress:
         """A plain informational line."""
         if not self.quiet:
             self.console.print(text, markup=False)
+
+
+def _has_fd(stream: object) -> bool:
+    try:
+        stream.fileno()  # type: ignore[attr-defined]
+        return True
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def run_stage(progress: Progress, name: str, fn: Callable[[], StageResult], verbose: bool) -> StageResult:
+    """Run one stage: spinner, library output hidden unless verbose (its tail is added to a bridge error's
+    details), duration filled in, the stage line printed."""
+    from bridge.errors import BridgeError
+    from bridge.quiet import captured_output
+
+    with progress.running(name):
+        with captured_output(verbose) as captured:
+            try:
+                result = timed(fn)
+            except BridgeError as exc:
+                exc.details += [f"log: {line}" for line in captured.tail(8)] if not exc.details else []
+                raise
+    progress.stage_done(result)
+    return result
 
 
 def timed(fn: Callable[[], StageResult]) -> StageResult:

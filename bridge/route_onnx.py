@@ -6,12 +6,13 @@ Stages: `onnx` (the exported file in onnxruntime vs PyTorch) and `tf` (onnx2tf's
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from bridge.context import ConversionContext
 from bridge.interface import Port, to_web_samples
 from bridge.parity import compare_outputs
-from bridge.progress import timed
+from bridge.progress import run_stage
 from bridge.stages import StageResult, Status, worst_status
 
 
@@ -24,11 +25,8 @@ def run_onnx_route(ctx: ConversionContext) -> tuple[list[StageResult], Path]:
     return stages, saved_model
 
 
-def _stage(ctx: ConversionContext, name: str, fn) -> StageResult:  # type: ignore[no-untyped-def]
-    with ctx.progress.running(name):
-        result = timed(fn)
-    ctx.progress.stage_done(result)
-    return result
+def _stage(ctx: ConversionContext, name: str, fn: Callable[[], StageResult]) -> StageResult:
+    return run_stage(ctx.progress, name, fn, ctx.options.verbose)
 
 
 def _onnx_stage(ctx: ConversionContext, onnx_path: Path) -> StageResult:

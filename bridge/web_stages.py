@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from bridge import __version__
 from bridge.context import ConversionContext
 from bridge.errors import BridgeError
 from bridge.interface import to_web_samples
 from bridge.parity import compare_outputs
-from bridge.progress import timed
+from bridge.progress import run_stage
 from bridge.stages import StageResult, Status, worst_status
 
 
@@ -29,10 +28,7 @@ def run_web_stages(ctx: ConversionContext, saved_model: Path, route: str) -> lis
 
 
 def _run(ctx: ConversionContext, name: str, fn: Callable[[], StageResult]) -> StageResult:
-    with ctx.progress.running(name):
-        result = timed(fn)
-    ctx.progress.stage_done(result)
-    return result
+    return run_stage(ctx.progress, name, fn, ctx.options.verbose)
 
 
 def _parity(ctx: ConversionContext, name: str, actual: list[dict[str, np.ndarray]], detail: str = "",
@@ -44,7 +40,7 @@ def _parity(ctx: ConversionContext, name: str, actual: list[dict[str, np.ndarray
 
 def savedmodel_stage(ctx: ConversionContext, saved_model: Path) -> StageResult:
     """The SavedModel reloaded from disk and run through its serving signature."""
-    from bridge.onnx_route.quiet import import_tensorflow
+    from bridge.quiet import import_tensorflow
 
     tf = import_tensorflow(ctx.options.verbose)
     loaded = tf.saved_model.load(str(saved_model))
@@ -67,25 +63,54 @@ def tfjs_graph_stage(ctx: ConversionContext, saved_model: Path, web_model: Path,
                           source=_source(ctx), force=True)
     summary = convert_saved_model(saved_model, web_model, options)
     ctx.quantization_step, ctx.quantized_weights = _quantization_figures(summary)
-    model = read_web_model(web_model)
-    actual = [_named(replay_graph(model.graph_def, model.weights, sample, model.inputs, model.outputs), ctx)
-              for sample in to_web_samples(ctx.samples, ctx.input_ports)]
-    detail = f"{summary.shard_count} shard(s), {summary.weight_bytes / 1e6:.2f} MB"
-    return _parity(ctx, "tfjs-graph", actual, detail=detail, **summary.to_dict())
+    detail = f"{len(summary.shards)} shard(s), {summary.weight_bytes / 1e6:.2f} MB"
+    try:  # the web model exists from here on: a failure to replay it is this stage's failure, not the run's
+        model = read_web_model(web_model)
+        inputs, outputs = signature_infos(model.signature)
+        actual = [_named(replay_graph(model.graph_def, model.weights, sample, inputs, outputs), ctx)
+                  for sample in to_web_samples(ctx.samples, ctx.input_ports)]
+    except BridgeError as exc:
+        return StageResult("tfjs-graph", Status.FAIL, reason=str(exc), detail=detail, extra=_summary_extra(summary))
+    return _parity(ctx, "tfjs-graph", actual, detail=detail, **_summary_extra(summary))
+
+
+def _summary_extra(summary: Any) -> dict[str, Any]:
+    data = summary.to_dict()
+    return {k: data[k] for k in ("weightCount", "weightBytes", "modelJsonBytes", "bytesByDtype", "needsAsync",
+                                 "opHistogram") if k in data} | {"shards": len(summary.shards)}
+
+
+def signature_infos(signature: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """model.json's signature as TensorInfo lists (inputs, outputs), in the file's order."""
+    from bridge.tfjs.freeze import TensorInfo
+
+    def infos(part: dict[str, Any]) -> list[Any]:
+        return [TensorInfo(key=key, name=value["name"], dtype=value.get("dtype", "DT_FLOAT"),
+                           shape=[int(d.get("size", -1)) for d in value.get("tensorShape", {}).get("dim", [])])
+                for key, value in part.items()]
+
+    return infos(signature.get("inputs", {})), infos(signature.get("outputs", {}))
 
 
 def _named(result: dict[str, np.ndarray], ctx: ConversionContext) -> dict[str, np.ndarray]:
     return {p.name: result[p.name] for p in ctx.output_ports if p.name in result}
 
 
+# The largest error of a quantized weight relative to its largest magnitude: half a float16 ulp, or half an affine
+# step (scale = range / qmax, and the range is at most twice the largest magnitude).
+RELATIVE_QUANTIZATION_ERROR = {"float16": 2.0 ** -11, "uint16": 1.0 / 65535, "uint8": 1.0 / 255}
+
+
 def _quantization_figures(summary: Any) -> tuple[float, int]:
-    steps = getattr(summary, "quantization_steps", {}) or {}
-    return (max(steps.values()), len(steps)) if steps else (0.0, 0)
+    quantized = dict(summary.quantized)
+    if not quantized:
+        return 0.0, 0
+    return max(RELATIVE_QUANTIZATION_ERROR[q.dtype] for q in quantized.values()), len(quantized)
 
 
 def _bridge_metadata(ctx: ConversionContext, route: str) -> dict[str, Any]:
-    return {"route": route, "inputs": [p.describe() for p in ctx.input_ports],
-            "outputs": [p.describe() for p in ctx.output_ports], "bridge_version": __version__}
+    return {"route": route, "inputs": [p.metadata() for p in ctx.input_ports],
+            "outputs": [p.metadata() for p in ctx.output_ports]}
 
 
 def _source(ctx: ConversionContext) -> str:

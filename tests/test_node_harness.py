@@ -166,7 +166,7 @@ CASES = {
     "int_bool_from_int64": (int_bool, [{"a": np.array([1, -2, 3, 40000]), "m": np.array([True, False, True, False])}],
                             False),
     "where_needs_async": (where_positive, [{"x": np.array([0.5, -1.0, 0.0, 2.0], dtype=np.float32)}], True),
-    "where_fallback_async": (lambda: where_positive({"bridge": {"needs_async": False}}),
+    "where_fallback_async": (lambda: where_positive({"bridge": {"needsAsync": False}}),
                              [{"x": np.array([-3.0, 1.0], dtype=np.float32)}], True),
 }
 

@@ -35,8 +35,8 @@ export function graphOps(modelJSON) {
 /** Whether the model needs executeAsync: bridge metadata wins, else the ops decide. Returns {async, reason}. */
 export function needsAsync(modelJSON) {
   const meta = ((modelJSON.userDefinedMetadata || {}).bridge || {});
-  if (typeof meta.needs_async === 'boolean') {
-    return { async: meta.needs_async, reason: 'userDefinedMetadata.bridge.needs_async' };
+  if (typeof meta.needsAsync === 'boolean') {
+    return { async: meta.needsAsync, reason: 'userDefinedMetadata.bridge.needsAsync' };
   }
   const found = [...graphOps(modelJSON)].filter(
     (op) => ASYNC_OPS.has(op) || ASYNC_OP_PREFIXES.some((p) => op.startsWith(p)));
