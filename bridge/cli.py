@@ -136,13 +136,18 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_tfjs(args: argparse.Namespace) -> int:
+    from bridge.quiet import captured_output, import_tensorflow
+
+    import_tensorflow()
     from bridge.tfjs.convert import TfjsOptions, convert_saved_model
 
     options = TfjsOptions(signature=args.signature, quantize=tuple(args.quantize), shard_size=args.shard_size,
                           control_flow_v2=args.control_flow_v2, metadata=_read_metadata_files(args.metadata),
                           force=args.force, source=str(args.saved_model))
-    summary = convert_saved_model(args.saved_model, args.out, options)
-    print(f"wrote {args.out}/model.json: {summary}")
+    with captured_output():
+        summary = convert_saved_model(args.saved_model, args.out, options)
+    print(f"wrote {summary.model_json} and {len(summary.shards)} shard(s), {summary.weight_bytes:,} weight bytes; "
+          f"inspect it with: bridge inspect {args.out}")
     return EXIT_OK
 
 
@@ -160,10 +165,13 @@ def _read_metadata_files(items: Sequence[str]) -> dict[str, object]:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from bridge.tfjs.inspect import inspect_web_model
+    from bridge.quiet import import_tensorflow
+
+    import_tensorflow()  # the reader parses the graph with TensorFlow's protos: import it with its chatter hidden
+    from bridge.tfjs.inspect import format_inspection, inspect_web_model
 
     summary = inspect_web_model(args.web_model)
-    print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.to_text())
+    print(json.dumps(summary, indent=2) if args.json else format_inspection(summary))
     return EXIT_OK
 
 

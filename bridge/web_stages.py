@@ -4,7 +4,9 @@ TF.js runtime in Node)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -118,45 +120,44 @@ def _source(ctx: ConversionContext) -> str:
 
 
 def node_stages(ctx: ConversionContext, web_model: Path) -> list[StageResult]:
-    """`tfjs-node-<backend>` for each backend, all in one Node process; skipped with a reason if Node is missing."""
-    from bridge.runtime.node import node_status, run_graph_model
+    """`tfjs-node-<backend>` for each backend, one Node process per backend run side by side (the machine's cores
+    are otherwise idle here); skipped with a reason if Node or the npm packages are missing."""
+    from bridge.runtime.node import node_status
 
     backends = list(ctx.options.node_backends)
     problems = node_status().problems
     if problems:
         return [_skip(ctx, f"tfjs-node-{b}", "; ".join(problems)) for b in backends]
     inputs = to_web_samples(ctx.samples, ctx.input_ports)
-    try:
-        with ctx.progress.running("tfjs-node"):
-            result = timed_runs(lambda: run_graph_model(web_model, inputs, backends=backends, warmup=1, repeats=3))
-    except BridgeError as exc:
-        failed = [stage_error(f"tfjs-node-{b}", exc) for b in backends]
-        for stage in failed:
-            ctx.progress.stage_done(stage)
-        return failed
+    with ctx.progress.running("tfjs-node"):
+        with ThreadPoolExecutor(max_workers=len(backends)) as pool:
+            runs = list(pool.map(lambda b: _run_backend(web_model, inputs, b), backends))
     stages = []
-    for backend in backends:
-        stages.append(_node_stage(ctx, backend, result[0].get(backend), result[1] / max(1, len(backends))))
+    for backend, (run, seconds) in zip(backends, runs):
+        stages.append(run if isinstance(run, StageResult) else _node_stage(ctx, backend, run, seconds))
         ctx.progress.stage_done(stages[-1])
     return stages
 
 
-def timed_runs(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """Run fn; return its result and the seconds it took."""
-    import time
+def _run_backend(web_model: Path, inputs: list[dict[str, np.ndarray]], backend: str) -> tuple[Any, float]:
+    """One backend in its own Node process; a harness error becomes a failed stage."""
+    from bridge.runtime.node import run_graph_model
 
     start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
+    try:
+        run = run_graph_model(web_model, inputs, backends=[backend], warmup=0, repeats=0)[backend]
+    except BridgeError as exc:
+        run = stage_error(f"tfjs-node-{backend}", exc)
+    return run, time.perf_counter() - start
 
 
 def _node_stage(ctx: ConversionContext, backend: str, run: Any, seconds: float) -> StageResult:
     name = f"tfjs-node-{backend}"
-    if run is None or run.error:
-        reason = run.error if run is not None else "backend did not run"
-        return StageResult(name, Status.FAIL, seconds=seconds, reason=reason, detail=backend)
+    if run.error:
+        return StageResult(name, Status.FAIL, seconds=seconds, reason=run.error, detail=backend)
     actual = [{p.name: out[p.name] for p in ctx.output_ports if p.name in out} for out in run.outputs]
-    median = float(np.median(run.infer_ms)) if run.infer_ms else None
+    timing = run.set_ms[1:] or run.set_ms  # the first run includes warm-up when there are others
+    median = float(np.median(timing)) if timing else None
     stage = _parity(ctx, name, actual, detail=f"{backend}" + (f", {median:.1f} ms" if median else ""),
                     load_ms=run.load_ms, infer_ms_median=median, used_async=run.used_async)
     stage.seconds = seconds

@@ -152,7 +152,7 @@ async function timeRuns(tf, model, set, keys, useAsync, warmup, repeats) {
  */
 export async function runModelOnBackend(tf, backend, artifacts, modelJSON, inputSets, opts = {}) {
   const { fetch = [], warmup = 0, repeats = 1 } = opts;
-  const result = { backend, error: null, stage: null, load_ms: null, infer_ms: [], used_async: false,
+  const result = { backend, error: null, stage: null, load_ms: null, infer_ms: [], set_ms: [], used_async: false,
     async_reason: null, outputs: [], fetched: [], tensors_leaked: null, flags: {} };
   let stage = 'init';
   let model = null;
@@ -173,7 +173,9 @@ export async function runModelOnBackend(tf, backend, artifacts, modelJSON, input
     result.async_reason = decision.reason;
     for (const set of inputSets) {
       await yieldToEventLoop();
+      const t1 = performance.now();
       const r = await runSet(tf, model, set, keys, fetch, useAsync);
+      result.set_ms.push(performance.now() - t1);
       if (r.usedAsync && !useAsync) result.async_reason = 'execute() asked for executeAsync()';
       useAsync = r.usedAsync;
       result.outputs.push(r.outputs);
@@ -181,7 +183,7 @@ export async function runModelOnBackend(tf, backend, artifacts, modelJSON, input
     }
     result.used_async = useAsync;
     stage = 'time';
-    if (inputSets.length > 0) {
+    if (inputSets.length > 0 && repeats > 0) {
       result.infer_ms = await timeRuns(tf, model, inputSets[0], keys, useAsync, warmup, repeats);
     }
   } catch (err) {

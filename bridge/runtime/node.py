@@ -57,6 +57,7 @@ class BackendRun:
     async_reason: str = ""
     tensors_leaked: int | None = None
     flags: dict[str, Any] = field(default_factory=dict)
+    set_ms: list[float] = field(default_factory=list)  # one run per input set (the first includes warm-up)
 
     @property
     def ok(self) -> bool:
@@ -340,6 +341,7 @@ def _backend_run(entry: Mapping[str, Any], blob: bytes) -> BackendRun:
         error = f"{entry['stage']}: {error}"
     return BackendRun(backend=entry["backend"], outputs=unpack(entry["outputs"]), fetched=unpack(entry["fetched"]),
                       load_ms=float(entry.get("load_ms") or 0.0), infer_ms=[float(t) for t in entry["infer_ms"]],
+                      set_ms=[float(t) for t in entry.get("set_ms", [])],
                       used_async=bool(entry["used_async"]), error=error,
                       async_reason=str(entry.get("async_reason") or ""),
                       tensors_leaked=entry.get("tensors_leaked"), flags=dict(entry.get("flags") or {}))
