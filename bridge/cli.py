@@ -66,6 +66,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rtol", type=float, help="relative tolerance of every parity check (default per stage)")
     p.add_argument("--shard-size", type=int, default=4 * 1024 * 1024, metavar="BYTES",
                    help="weight shard size (default 4 MiB)")
+    p.add_argument("--no-browser", dest="browser", action="store_false",
+                   help="skip the headless Chromium stages (webgl, wasm, IndexedDB)")
     p.add_argument("--strict", action="store_true", help="a skipped stage fails the run too (for CI)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow and onnx2tf logs")

@@ -28,6 +28,7 @@ class ConvertOptions:
     force: bool = False
     verbose: bool = False
     node_backends: tuple[str, ...] = ("wasm", "cpu")
+    browser: bool = True
     metadata: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -85,7 +85,8 @@ def make_server(folder: Path, host: str = "127.0.0.1", port: int = 0,
 def serving(folder: Path, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve `folder` in a background thread for the duration of the block; yields the base URL."""
     server = make_server(folder, host)
-    thread = threading.Thread(target=server.serve_forever, name="bridge-serve", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="bridge-serve",
+                              daemon=True)
     thread.start()
     try:
         yield f"http://{host}:{server.server_address[1]}"

@@ -25,7 +25,12 @@ def run_web_stages(ctx: ConversionContext, saved_model: Path, route: str) -> lis
     stages = [_run(ctx, "savedmodel", lambda: savedmodel_stage(ctx, saved_model))]
     web_model = ctx.staging / "web_model"
     stages.append(_run(ctx, "tfjs-graph", lambda: tfjs_graph_stage(ctx, saved_model, web_model, route)))
+    if stages[-1].status is Status.FAIL and not (web_model / "model.json").is_file():
+        return stages
     stages += node_stages(ctx, web_model)
+    from bridge.browser_stages import browser_stages
+
+    stages += browser_stages(ctx, web_model)
     return stages
 
 

@@ -31,4 +31,13 @@ if [ ! -d "$ROOT/bridge/js/node_modules/@tensorflow/tfjs" ] || [ "${NODE_SETUP:-
     echo "[setup] installing pinned TF.js npm packages"
     (cd "$ROOT/bridge/js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "[setup] installing Chromium from Debian's packages (browser stages)"
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+            || echo "[setup] Chromium could not be installed: browser stages will be skipped" >&2
+    else
+        echo "[setup] not root: run 'sudo apt-get install -y chromium' for the browser stages" >&2
+    fi
+fi
 want_stamp > "$STAMP"

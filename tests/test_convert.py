@@ -19,7 +19,9 @@ from bridge.model_source import load_model
 from bridge.stages import Status
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = ["onnx", "tf", "savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu"]
+ALL_STAGES = ["onnx", "tf", "savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl",
+              "browser-wasm", "browser-indexeddb"]
+BROWSER_STAGES = ALL_STAGES[-3:]
 WEB_STAGE_MAX_ABS = 1e-4  # the issue's bar for float32 in TF.js
 
 EXAMPLES = [
@@ -68,9 +70,10 @@ def test_api_returns_a_result_object(tmp_path: Path) -> None:
 
     loaded = load_model(str(ROOT / "examples/two_io/model.py:TwoInTwoOut"))
     result = bridge.convert(loaded.module, (torch.randn(1, 3, 16, 16), torch.randn(1, 6)), tmp_path / "out",
-                            layout="nchw", output_names=("scores", "value"))
+                            layout="nchw", output_names=("scores", "value"), browser=False)
     assert result.ok and result.status is Status.PASS
     assert [s.name for s in result.stages] == ALL_STAGES
+    assert all(s.status is Status.SKIPPED for s in result.stages if s.name in BROWSER_STAGES)
     inputs = {i["name"]: i for i in result.report["model"]["inputs"]}
     assert list(inputs) == ["image", "features"]  # names from forward()'s parameters
     assert inputs["image"]["web_shape"] == [1, 3, 16, 16] and inputs["image"]["layout"] == "nchw"
@@ -96,7 +99,9 @@ def test_parity_failure_on_purpose_gives_exit_code_3(tmp_path: Path, monkeypatch
     assert code == 3
     stages = {s["name"]: s["status"] for s in _report(out)["stages"]}
     assert stages["savedmodel"] == "pass"
-    assert all(stages[name] in ("fail", "inaccurate") for name in ("tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu"))
+    assert all(stages[name] in ("fail", "inaccurate") for name in ("tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu",
+                                                                   "browser-webgl", "browser-wasm"))
+    assert stages["browser-indexeddb"] == "pass"  # the tampered model round-trips faithfully; parity is elsewhere
     assert _report(out)["status"] in ("fail", "inaccurate")
 
 
@@ -125,7 +130,7 @@ def test_strict_turns_a_skip_into_a_failure(tmp_path: Path) -> None:
                              text=True, timeout=600)
     assert relaxed.returncode == 0, relaxed.stderr[-2000:]
     skipped = [s for s in _report(tmp_path / "a")["stages"] if s["status"] == "skipped"]
-    assert [s["name"] for s in skipped] == ["tfjs-node-wasm", "tfjs-node-cpu"]
+    assert [s["name"] for s in skipped] == ["tfjs-node-wasm", "tfjs-node-cpu", *BROWSER_STAGES]
     assert all("setup" in s["reason"] for s in skipped)
     strict = subprocess.run([*base, "--out", str(tmp_path / "b"), "--strict"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
@@ -154,7 +159,7 @@ def test_in_process_conversion_makes_no_connection_attempt(tmp_path: Path) -> No
 
     loaded = load_model(str(ROOT / "examples/mlp/model.py:MLP"))
     with network_blocked("test", "a whole conversion"):
-        result = bridge.convert(loaded, ["x:2x32"], tmp_path / "out")
+        result = bridge.convert(loaded, ["x:2x32"], tmp_path / "out", browser=False)
     assert result.ok
 
 

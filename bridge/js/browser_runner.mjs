@@ -39,7 +39,8 @@ function readInputSets(request, blob) {
     for (const [key, ref] of Object.entries(set)) {
       const Typed = TYPED[ref.dtype];
       if (Typed === undefined) throw new FatalError('request', `input '${key}' has unsupported dtype ${ref.dtype}`);
-      out[key] = { dtype: ref.dtype, shape: ref.shape, data: new Typed(blob.slice(ref.offset, ref.offset + ref.nbytes)) };
+      const bytes = blob.slice(ref.offset, ref.offset + ref.nbytes);
+      out[key] = { dtype: ref.dtype, shape: ref.shape, data: new Typed(bytes) };
     }
     return out;
   });
@@ -110,10 +111,17 @@ function checkedHandler(inner, source) {
   return handler;
 }
 
-/** The http load: tf.loadGraphModel over the same tf.io.http handler a URL string would get, on the cpu backend. */
+/** fetch that fails on an HTTP error: tf.io.http would otherwise take a 404 page's body for a weight shard. */
+async function strictFetch(url, init) {
+  const response = await fetch(url, init);
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return response;
+}
+
+/** The http load: tf.loadGraphModel over the tf.io.http handler a URL string would get, on the cpu backend. */
 async function loadOverHttp(tf, modelUrl) {
   await tf.setBackend('cpu');
-  const handler = checkedHandler(tf.io.http(modelUrl), modelUrl);
+  const handler = checkedHandler(tf.io.http(modelUrl, { fetchFunc: strictFetch }), modelUrl);
   const t0 = performance.now();
   let model;
   try {
