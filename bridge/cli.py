@@ -66,6 +66,9 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rtol", type=float, help="relative tolerance of every parity check (default per stage)")
     p.add_argument("--shard-size", type=int, default=4 * 1024 * 1024, metavar="BYTES",
                    help="weight shard size (default 4 MiB)")
+    p.add_argument("--node-backends", default="wasm,cpu", metavar="LIST",
+                   help="TF.js backends to check in Node, comma-separated (default wasm,cpu; cpu is pure JavaScript "
+                        "and slow on large models)")
     p.add_argument("--no-browser", dest="browser", action="store_false",
                    help="skip the headless Chromium stages (webgl, wasm, IndexedDB)")
     p.add_argument("--strict", action="store_true", help="a skipped stage fails the run too (for CI)")

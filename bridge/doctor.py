@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import platform
-import shutil
-import subprocess
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -50,16 +48,12 @@ def node_components() -> list[Component]:
 
 
 def chromium_component() -> Component:
-    """Debian's Chromium, used by the browser stages."""
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        return Component("chromium", None, "not installed: apt-get install -y chromium (browser stages are skipped "
-                         "without it)", required=False)
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return Component("chromium", None, f"{path} does not run: {exc}", required=False)
-    return Component("chromium", out.split()[-1] if out else "unknown", required=False)
+    """Debian's Chromium driven by Playwright, used by the browser stages (optional: they are skipped without it)."""
+    from bridge.runtime.browser import browser_status
+
+    status = browser_status()
+    problem = "; ".join(status.problems) + " (browser stages are skipped)" if status.problems else None
+    return Component("chromium", status.chromium_version, problem, required=False)
 
 
 def collect() -> list[Component]:

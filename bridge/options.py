@@ -40,6 +40,9 @@ class ConvertOptions:
             raise UsageError("--samples must be at least 1", stage="options")
         if self.shard_size < 1024:
             raise UsageError("--shard-size must be at least 1024 bytes", stage="options")
+        unknown = [b for b in self.node_backends if b not in ("wasm", "cpu")]
+        if unknown:
+            raise UsageError(f"unknown Node backend(s) {', '.join(unknown)}", stage="options", hint="use wasm, cpu")
         for value, name in ((self.atol, "atol"), (self.rtol, "rtol")):
             if value is not None and not value >= 0:
                 raise UsageError(f"--{name} must be a non-negative number", stage="options")

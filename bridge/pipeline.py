@@ -198,7 +198,8 @@ def convert_from_cli(args: Any) -> ConvertResult:
     options = ConvertOptions(route=args.route, layout=args.layout, output_names=tuple(args.outputs),
                              quantize=tuple(args.quantize), shard_size=args.shard_size, atol=args.atol,
                              rtol=args.rtol, samples=args.samples, strict=args.strict, force=args.force,
-                             verbose=args.verbose, browser=args.browser)
+                             verbose=args.verbose, browser=args.browser,
+                             node_backends=tuple(b for b in args.node_backends.split(",") if b))
     specs = [parse_input_spec(text) for text in args.inputs]
     check_unique_names(specs)
     check_output_dir(args.out.resolve(), options.force)
