@@ -5,7 +5,6 @@ Stages: `onnx` (the exported file in onnxruntime vs PyTorch) and `tf` (onnx2tf's
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +34,7 @@ def _onnx_stage(ctx: ConversionContext, onnx_path: Path) -> StageResult:
     from bridge.reference import to_torch_inputs
 
     if ctx.onnx_source is not None:
-        shutil.copyfile(ctx.onnx_source, onnx_path)
+        _copy_self_contained(ctx.onnx_source, onnx_path)
         return StageResult("onnx", Status.SKIPPED, reason="the given ONNX file is the reference (onnxruntime)",
                            detail="given .onnx")
     example = to_torch_inputs(_example_sample(ctx), ctx.specs)
@@ -47,6 +46,19 @@ def _onnx_stage(ctx: ConversionContext, onnx_path: Path) -> StageResult:
     note = f"{export.exporter} exporter" + (f" (fallback: {export.fallback_reason})" if export.fallback_reason else "")
     return StageResult("onnx", worst_status([o.status for o in outputs]), detail=note, outputs=outputs,
                        extra={"exporter": export.exporter, "fallback_reason": export.fallback_reason})
+
+
+def _copy_self_contained(source: Path, target: Path) -> None:
+    """Copy an ONNX file with its external data (`x.onnx.data` beside it) into one self-contained file."""
+    import onnx
+
+    from bridge.onnx_route.onnxrt import load_onnx_checked
+
+    model = load_onnx_checked(source, load_weights=True)
+    if model.ByteSize() < 2**31 - 2**20:
+        onnx.save(model, str(target))
+    else:  # over protobuf's 2 GB limit: keep the weights beside it
+        onnx.save(model, str(target), save_as_external_data=True, location=target.name + ".data")
 
 
 def _example_sample(ctx: ConversionContext) -> dict:  # type: ignore[type-arg]

@@ -179,3 +179,32 @@ def test_failed_conversion_leaves_nothing(tmp_path: Path) -> None:
                      "--out", str(tmp_path / "out")])
     assert code == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def _make_model_files(folder: Path) -> dict[str, Path]:
+    """The MLP example saved as TorchScript, as a torch.export program and as ONNX."""
+    import torch
+
+    module = load_model(str(ROOT / "examples/mlp/model.py:MLP")).module
+    example = torch.randn(2, 32)
+    torch.jit.trace(module, example).save(str(folder / "mlp_ts.pt"))
+    torch.export.save(torch.export.export(module, (example,)), str(folder / "mlp.pt2"))
+    torch.onnx.export(module, (example,), str(folder / "mlp.onnx"), input_names=["x"], output_names=["probs"],
+                      dynamo=True)
+    return {"torchscript": folder / "mlp_ts.pt", "exported": folder / "mlp.pt2", "onnx": folder / "mlp.onnx"}
+
+
+MODEL_KINDS = [("torchscript", ["--input", "x:2x32"]), ("exported", ["--input", "x:2x32"]), ("onnx", [])]
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("kind, args", MODEL_KINDS, ids=[k[0] for k in MODEL_KINDS])
+def test_other_model_kinds(tmp_path: Path, kind: str, args: list[str]) -> None:
+    path = _make_model_files(tmp_path)[kind]
+    out = tmp_path / "out"
+    assert cli_main(["convert", str(path), *args, "--out", str(out), "--no-browser"]) == 0
+    report = _report(out)
+    assert report["model"]["kind"] == kind
+    stages = {s["name"]: s["status"] for s in report["stages"]}
+    assert stages["onnx"] == ("skipped" if kind == "onnx" else "pass")  # a given ONNX file is the reference
+    assert all(stages[s] == "pass" for s in ("tf", "savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu"))
