@@ -1,0 +1,127 @@
+"""SavedModel signature -> optimized GraphDef the TF.js 4.22.0 graph-model runtime executes.
+
+The pipeline (doc tfjs-graph-model.md section 3, plus hardening): freeze; check ops; grappler pass 1; fold batch
+norms; Add->BiasAdd (also out of grappler's regrouped residual sums); pin contractions to CPU and grappler pass 2
+(remap); drop unused control-flow placeholders; PReLU; depthwise fusion; activations (PReLU, ...) into fused
+contractions; the un-fuse guard; rewrites (ops JS lacks or gets wrong, Switch control edges); prune; clear devices
+and debug info; canonical function names; check ops and graph integrity again.
+Const nodes keep their values: the weights half (bridge.tfjs.weights) extracts them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import ConversionError
+from bridge.tfjs import fusions
+from bridge.tfjs.freeze import TensorInfo, freeze_signature
+from bridge.tfjs.graph_names import canonicalize_functions, iter_all_nodes, node_name, parse_ref, remove_nodes
+from bridge.tfjs.grappler import PASS1_OPTIMIZERS, PASS2_OPTIMIZERS, run_grappler
+from bridge.tfjs.op_list import DEBUG_OPS, check_ops, needs_async
+from bridge.tfjs.rewrites import (RENAMES, REWRITES, apply_rewrites, reroute_switch_control_inputs,
+                                  split_strided_slice_shrink)
+
+__all__ = ["OptimizedGraph", "TensorInfo", "optimize_for_tfjs", "optimize_graph_def"]
+STAGE = "tfjs-write"
+
+
+@dataclass(frozen=True)
+class OptimizedGraph:
+    """The optimized graph for TF.js: Consts still carry values; outputs in the concrete function's order."""
+
+    graph_def: Any  # tensorflow.core.framework.graph_pb2.GraphDef
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    needs_async: bool
+    tf_version: str
+    op_histogram: dict[str, int]
+
+
+def optimize_for_tfjs(saved_model_dir: Path, *, signature: str = "serving_default",
+                      control_flow_v2: bool = False, strip_debug_ops: bool = True) -> OptimizedGraph:
+    """Freeze `signature` of the SavedModel at `saved_model_dir` and optimize it for the TF.js runtime.
+
+    Raises `BridgeError` (missing signature, naming the available ones), `ModelLoadError`, `UnsupportedOpsError`
+    (stage ``tfjs-write``, every offending op with its nodes) or `ConversionError`."""
+    frozen = freeze_signature(Path(saved_model_dir), signature, lower_control_flow=not control_flow_v2)
+    graph_def = optimize_graph_def(frozen.graph_def, frozen.inputs, frozen.outputs,
+                                   strip_debug_ops=strip_debug_ops)
+    return OptimizedGraph(graph_def=graph_def, inputs=list(frozen.inputs), outputs=list(frozen.outputs),
+                          needs_async=needs_async(graph_def), tf_version=frozen.tf_version,
+                          op_histogram=op_histogram(graph_def))
+
+
+def optimize_graph_def(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorInfo], *,
+                       strip_debug_ops: bool = True) -> Any:
+    """Run every optimization step on a frozen GraphDef (a copy is returned; the argument is not changed)."""
+    fetch = _fetch_nodes(outputs)
+    protected = fetch | {node_name(i.name) for i in inputs}
+    allow_first = set(REWRITES) | set(RENAMES) | (set(DEBUG_OPS) if strip_debug_ops else set())
+    check_ops(graph_def, when="in the frozen graph", allow=allow_first)
+
+    first = ("debug_stripper", *PASS1_OPTIMIZERS) if strip_debug_ops else PASS1_OPTIMIZERS
+    graph_def = run_grappler(graph_def, first, inputs, outputs)
+    fusions.fold_batch_norms(graph_def, protected)
+    fusions.adds_to_bias_add(graph_def)
+    fusions.regroup_bias_adds(graph_def, protected)
+    fusions.pin_contractions_to_cpu(graph_def)
+    graph_def = run_grappler(graph_def, PASS2_OPTIMIZERS, inputs, outputs)
+
+    fusions.drop_unused_control_flow_inputs(graph_def)
+    fusions.fuse_prelu(graph_def, protected)
+    fusions.fuse_depthwise(graph_def, protected)
+    fusions.fuse_activations_into_contractions(graph_def, protected)
+    fusions.unfuse_unsupported(graph_def)
+    apply_rewrites(graph_def)
+    split_strided_slice_shrink(graph_def)
+    reroute_switch_control_inputs(graph_def)
+    prune_dead_nodes(graph_def, protected)
+    fusions.clear_devices(graph_def)
+    canonicalize_functions(graph_def)
+    check_ops(graph_def, when="after optimization")
+    check_integrity(graph_def, inputs, outputs)
+    return graph_def
+
+
+def _fetch_nodes(outputs: list[TensorInfo]) -> set[str]:
+    return {node_name(o.name) for o in outputs}
+
+
+def prune_dead_nodes(graph_def: Any, keep: set[str]) -> int:
+    """Remove main-graph nodes from which no node in `keep` is reachable (data or control edges).
+    Returns how many were removed."""
+    nodes = {n.name: n for n in graph_def.node}
+    live: set[str] = set()
+    stack = sorted(k for k in keep if k in nodes)
+    while stack:
+        name = stack.pop()
+        if name in live:
+            continue
+        live.add(name)
+        stack.extend(parse_ref(s).node for s in nodes[name].input if parse_ref(s).node in nodes)
+    dead = [n.name for n in graph_def.node if n.name not in live]
+    remove_nodes(graph_def, dead)
+    return len(dead)
+
+
+def check_integrity(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorInfo]) -> None:
+    """Every main-graph input names an existing node, names are unique, and every signature tensor exists."""
+    names = [n.name for n in graph_def.node]
+    duplicates = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
+    known = set(names)
+    dangling = sorted({f"{n.name} <- {s}" for n in graph_def.node for s in n.input if parse_ref(s).node not in known})
+    missing = sorted({i.name for i in [*inputs, *outputs] if node_name(i.name) not in known})
+    problems = [f"duplicate node name: {n}" for n in duplicates] + [f"dangling input: {d}" for d in dangling] + \
+        [f"signature tensor missing: {m}" for m in missing]
+    if problems:
+        raise ConversionError("the optimized graph is malformed (a bug in bridge's graph passes)", stage=STAGE,
+                              details=problems[:20])
+
+
+def op_histogram(graph_def: Any) -> dict[str, int]:
+    """Op name -> node count over the main graph and library functions, sorted by op name."""
+    counts = Counter(node.op for _, node in iter_all_nodes(graph_def))
+    return dict(sorted(counts.items()))
