@@ -14,5 +14,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -ra --durations=15
 
+bench: setup
+	@[ -d benchmarks/ort_web/node_modules/onnxruntime-web ] || (cd benchmarks/ort_web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
 test-slow: setup
 	BRIDGE_SLOW=1 $(PY) -m pytest -q -ra --durations=25

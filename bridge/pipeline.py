@@ -142,11 +142,32 @@ def run_conversion(loaded: LoadedModel, specs: list[InputSpec], samples: list[di
         from bridge.web_stages import run_web_stages
 
         stages += run_web_stages(ctx, saved_model, route)
+        notes = _write_demo_page(ctx, loaded)
         report = _make_report(ctx, loaded, route, stages)
+        report.notes = notes
         write_reports(report, staging)
         artifacts = sorted(p.name for p in staging.iterdir())
     return ConvertResult(out_dir=out_dir, status=report.status, stages=stages, report=report.to_dict(),
                          artifacts=[out_dir / a for a in artifacts], strict=options.strict)
+
+
+def _write_demo_page(ctx: ConversionContext, loaded: LoadedModel) -> list[str]:
+    """OUT/index.html with TF.js beside it; a missing TF.js build only costs the page (noted in the report)."""
+    from bridge.demo_page import write_demo_page
+    from bridge.errors import MissingDependencyError
+    from bridge.interface import to_web_samples
+
+    web_model = ctx.staging / "web_model"
+    if not (web_model / "model.json").is_file():
+        return ["demo page not written: there is no web model"]
+    try:
+        write_demo_page(ctx.staging, web_model=web_model, input_ports=ctx.input_ports,
+                        output_ports=ctx.output_ports, samples=to_web_samples(ctx.samples, ctx.input_ports),
+                        reference=to_web_samples(ctx.reference, ctx.output_ports), model_name=loaded.source)
+    except MissingDependencyError as exc:
+        ctx.progress.note(f"  demo page not written: {exc.message}")
+        return [f"demo page not written: {exc.message}"]
+    return []
 
 
 def _reference(loaded: LoadedModel, specs: list[InputSpec], samples: list[dict[str, np.ndarray]],
@@ -182,7 +203,8 @@ def _make_report(ctx: ConversionContext, loaded: LoadedModel, route: str, stages
     options = {"layout": ctx.options.layout, "quantize": list(ctx.options.quantize), "atol": ctx.options.atol,
                "rtol": ctx.options.rtol, "strict": ctx.options.strict, "seed": ctx.options.seed}
     return Report(route=route, status=status, model=model, stages=stages, samples=len(ctx.samples),
-                  artifacts=["model.onnx", "saved_model/", "web_model/", "report.json", "report.md"],
+                  artifacts=sorted(p.name + ("/" if p.is_dir() else "") for p in ctx.staging.iterdir())
+                  + ["report.json", "report.md"],
                   versions=component_versions(), options=options)
 
 
@@ -214,7 +236,8 @@ def convert_from_cli(args: Any) -> ConvertResult:
 
 def _print_summary(progress: Progress, result: ConvertResult) -> None:
     out = result.out_dir
-    progress.note(f"  {out}/web_model/model.json  {out}/saved_model/  {out}/report.md  {out}/report.json")
+    progress.note(f"  {out}/web_model/model.json  {out}/saved_model/  {out}/report.md  {out}/index.html")
+    progress.note(f"  try it in a browser: bridge serve {out}  (then open http://127.0.0.1:8000/)")
     if not result.ok:
         bad = [f"{s.name} {s.status.value}" for s in result.stages if s.status is not Status.PASS]
         progress.note(f"parity did not hold: {', '.join(bad)}; see {out}/report.md")

@@ -39,13 +39,14 @@ class Report:
     artifacts: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as report.json holds it."""
         return {"bridge_version": __version__, "route": self.route, "status": self.status.value,
                 "model": self.model, "samples": self.samples, "options": self.options,
                 "stages": [s.to_dict() for s in self.stages], "artifacts": self.artifacts,
-                "versions": self.versions}
+                "versions": self.versions, "notes": self.notes}
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

@@ -58,8 +58,9 @@ def test_cli_converts_each_example(tmp_path: Path, model: str, args: list[str]) 
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_passed(_report(out))
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "report.json", "report.md", "saved_model",
-                                                     "web_model"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "model.onnx", "report.json", "report.md",
+                                                     "sample_inputs.bin", "sample_inputs.json", "saved_model",
+                                                     "tfjs", "web_model"]
     assert "| ✓ pass | tfjs-node-wasm |" in (out / "report.md").read_text()
     assert "Traceback" not in result.stderr and "I0000" not in result.stderr  # TF chatter stays hidden
 

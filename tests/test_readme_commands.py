@@ -38,7 +38,8 @@ def test_demo_from_a_clean_clone(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
     venv = Path(sys.prefix)
-    env = {**os.environ, "BRIDGE_VENV": str(venv), "PYTHONPATH": str(clone)}
+    # Borrow this checkout's virtualenv without re-pointing its editable install at the clone.
+    env = {**os.environ, "BRIDGE_VENV": str(venv), "PYTHONPATH": str(clone), "BRIDGE_SETUP_NO_PIP": "1"}
     result = subprocess.run(["make", "demo", f"VENV={venv}"], cwd=clone, env=env, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

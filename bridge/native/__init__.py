@@ -1,0 +1,15 @@
+"""bridge's native route: torch.export -> a small IR -> a layout pass -> an op registry of tiny converters ->
+generated, readable TensorFlow source (a tf.Module subclass) + ported weights -> SavedModel.
+
+Public API: `rebuild_tf` (the driver), `NativeRebuild`/`TensorInfo` (its result), the registry
+(`register_converter`, `ConverterRegistry`, `BUILTINS`, `LayoutPolicy`) for user converters.
+"""
+
+from __future__ import annotations
+
+from bridge.native.rebuild import NativeRebuild, TensorInfo, rebuild_tf
+from bridge.native.registry import (BUILTINS, USER_CONVERTERS, ConverterRegistry, ConverterSpec, LayoutPolicy,
+                                    converter, register_converter, scan_unsupported, supported_ops)
+
+__all__ = ["BUILTINS", "USER_CONVERTERS", "ConverterRegistry", "ConverterSpec", "LayoutPolicy", "NativeRebuild",
+           "TensorInfo", "converter", "rebuild_tf", "register_converter", "scan_unsupported", "supported_ops"]

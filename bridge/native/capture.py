@@ -1,0 +1,297 @@
+"""Capture: torch.export (strict first, then non-strict) into the native IR.
+
+High-level ATen ops that have a converter (conv, linear, norms, pools, ...) are kept whole; everything else is
+decomposed by torch's default decomposition table. Each IR node records its module path (`layer3.1.conv2`, from
+`nn_module_stack`) and the user source line (from `stack_trace`).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from bridge.errors import CaptureError, UsageError
+from bridge.native.ir import SYMINT, Dim, Graph, Node, Value, py_identifier
+
+# Nodes that only copy or re-label a tensor at inference time; they become aliases in the IR.
+_IDENTITY_TARGETS = {"aten.clone.default", "aten.lift_fresh_copy.default", "aten.detach_.default",
+                     "aten.detach.default", "aten.alias.default", "aten.contiguous.default",
+                     "aten.dropout.default", "aten.feature_dropout.default", "aten.alpha_dropout.default",
+                     "aten._assert_tensor_metadata.default"}
+_NAME_ALIASES = (("_native_batch_norm_legit_no_training", "batch_norm"), ("_unsafe_view", "view"))
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+_TORCH_DIR = str(Path(torch.__file__).parent)
+
+
+@dataclass
+class Captured:
+    """The exported program, how it was captured and how long it took."""
+
+    program: torch.export.ExportedProgram
+    method: str
+    seconds: float
+
+
+def capture(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], *, keep: Iterable[str],
+            dynamic_dims: Mapping[int, Mapping[int, str]] | None = None, strict: bool | None = None) -> Captured:
+    """Export `module` (put in eval mode) and decompose every op not in `keep` (targets like
+    `aten.conv2d.default`). `strict=None` tries strict then non-strict export; True/False tries only that one
+    (non-strict skips TorchDynamo: about half the time on a cold start). `dynamic_dims` maps input index ->
+    {axis: dim name}."""
+    module = module.eval()
+    args = tuple(example_inputs)
+    shapes = _dynamic_shapes(args, dynamic_dims)
+    start, errors = time.perf_counter(), []
+    for mode in ((True, False) if strict is None else (strict,)):
+        try:
+            with torch.no_grad():
+                program = torch.export.export(module, args, strict=mode, dynamic_shapes=shapes)
+            program = program.run_decompositions(_decomp_table(keep))
+        except Exception as exc:  # noqa: BLE001 - torch raises many types; both attempts are reported
+            errors.append(f"torch.export (strict={mode}): {type(exc).__name__}: {(str(exc) or '?').splitlines()[0]}")
+            continue
+        return Captured(program, "torch.export strict" if mode else "torch.export non-strict",
+                        time.perf_counter() - start)
+    raise CaptureError("torch.export could not capture the model", stage="capture", details=errors,
+                       hint="make forward() traceable (no data-dependent python control flow), or try the ONNX "
+                            "route (route='onnx')")
+
+
+def _dynamic_shapes(args: tuple[torch.Tensor, ...],
+                    dynamic_dims: Mapping[int, Mapping[int, str]] | None) -> tuple[Any, ...] | None:
+    """torch.export dynamic_shapes for the positional inputs; dims sharing a name share one Dim."""
+    if not dynamic_dims:
+        return None
+    dims: dict[str, Any] = {}
+    spec: list[dict[int, Any] | None] = []
+    for index, _ in enumerate(args):
+        axes = dynamic_dims.get(index) or {}
+        spec.append({axis: dims.setdefault(name, torch.export.Dim.DYNAMIC) for axis, name in axes.items()} or None)
+    return tuple(spec)
+
+
+def _decomp_table(keep: Iterable[str]) -> dict[Any, Any]:
+    """torch's default decompositions minus the ops we convert whole."""
+    table = torch.export.default_decompositions()
+    for target in keep:
+        op = resolve_op(target)
+        if op is not None and op in table:
+            del table[op]
+    return table
+
+
+def resolve_op(target: str) -> torch._ops.OpOverload | None:
+    """`aten.conv2d.default` -> torch.ops.aten.conv2d.default (None for non-ATen targets)."""
+    parts = target.split(".")
+    if len(parts) != 3 or parts[0] != "aten":
+        return None
+    packet = getattr(torch.ops.aten, parts[1], None)
+    return getattr(packet, parts[2], None) if packet is not None else None
+
+
+def build_graph(captured: Captured, *, name: str, input_names: Sequence[str] | None,
+                output_names: Sequence[str] | None) -> Graph:
+    """Turn the exported program into the native IR, naming inputs and outputs as the user asked."""
+    return _GraphBuilder(captured.program, name).build(input_names, output_names)
+
+
+class _GraphBuilder:
+    """Walks the exported FX graph once, creating IR values and nodes."""
+
+    def __init__(self, program: torch.export.ExportedProgram, name: str) -> None:
+        self.program = program
+        self.graph = Graph(name=name, inputs=[], nodes=[], outputs=[])
+        self.env: dict[str, Any] = {}
+        self.taken: set[str] = set()
+
+    def build(self, input_names: Sequence[str] | None, output_names: Sequence[str] | None) -> Graph:
+        """Run the walk and attach names."""
+        specs = {spec.arg.name: spec for spec in self.program.graph_signature.input_specs
+                 if hasattr(spec.arg, "name")}
+        user_inputs = [n for n in self.program.graph.nodes if n.op == "placeholder"
+                       and specs[n.name].kind == torch.export.graph_signature.InputKind.USER_INPUT]
+        names = list(input_names or [n.name for n in user_inputs])
+        if len(names) != len(user_inputs):
+            raise UsageError(f"{len(names)} input name(s) given for {len(user_inputs)} model input(s)",
+                             stage="capture", hint="pass one name per positional forward() argument")
+        rename = dict(zip((n.name for n in user_inputs), names))
+        for fx_node in self.program.graph.nodes:
+            if fx_node.op == "placeholder":
+                self._placeholder(fx_node, specs[fx_node.name], rename)
+            elif fx_node.op == "call_function":
+                self._call(fx_node)
+            elif fx_node.op == "output":
+                self._outputs(fx_node, output_names)
+        self.graph.input_names = names
+        return self.graph
+
+    def _placeholder(self, fx_node: torch.fx.Node, spec: Any, rename: dict[str, str]) -> None:
+        kinds = torch.export.graph_signature.InputKind
+        shape, dtype = _meta(fx_node)
+        if spec.kind == kinds.USER_INPUT:
+            user = rename[fx_node.name]
+            value = Value(py_identifier(user, self.taken), shape, dtype, kind="input", key=user)
+            self.graph.inputs.append(value)
+        elif spec.kind in (kinds.PARAMETER, kinds.BUFFER, kinds.CONSTANT_TENSOR):
+            key = spec.target
+            tensor = self.program.state_dict.get(key)
+            if tensor is None:
+                tensor = self.program.constants[key]
+            kind = "const" if spec.kind == kinds.CONSTANT_TENSOR else "param"
+            value = Value(py_identifier(key, self.taken), shape, dtype, kind=kind, key=key)
+            self.graph.add_weight(value, tensor.detach().cpu().numpy().copy())
+        else:
+            raise CaptureError(f"unsupported graph input kind {spec.kind} for {fx_node.name}", stage="capture")
+        self.env[fx_node.name] = value
+
+    def _call(self, fx_node: torch.fx.Node) -> None:
+        if fx_node.target is operator.getitem:
+            source, index = fx_node.args
+            self.env[fx_node.name] = self.env[source.name][index]
+            return
+        target = _target_name(fx_node.target)
+        if target in _IDENTITY_TARGETS:
+            self.env[fx_node.name] = self._lookup(fx_node.args[0])
+            return
+        path, mtype = _module_path(fx_node)
+        node = Node(name=fx_node.name, target=target, args=self._named_args(fx_node), outputs=[],
+                    module_path=path, module_type=mtype, source=_source_line(fx_node))
+        node.outputs = self._output_values(fx_node, node, path)
+        self.graph.nodes.append(node)
+        self.env[fx_node.name] = node.outputs if isinstance(fx_node.meta.get("val"), (tuple, list)) \
+            else node.outputs[0]
+
+    def _output_values(self, fx_node: torch.fx.Node, node: Node, path: str) -> list[Value | None]:
+        val = fx_node.meta.get("val")
+        base = fx_node.name
+        for ugly, nice in _NAME_ALIASES:
+            base = base.replace(ugly, nice)
+        vals = list(val) if isinstance(val, (tuple, list)) else [val]
+        outputs: list[Value | None] = []
+        for i, item in enumerate(vals):
+            if item is None:
+                outputs.append(None)
+                continue
+            shape, dtype = _val_meta(item)
+            name = base if i == 0 else f"{base}_out{i}"
+            outputs.append(Value(py_identifier(name, self.taken), shape, dtype, module_path=path, producer=node))
+        return outputs
+
+    def _named_args(self, fx_node: torch.fx.Node) -> dict[str, Any]:
+        schema = getattr(fx_node.target, "_schema", None)
+        if schema is None:
+            return {f"arg{i}": self._lookup(a) for i, a in enumerate(fx_node.args)} | \
+                {k: self._lookup(v) for k, v in fx_node.kwargs.items()}
+        named: dict[str, Any] = {}
+        positional = list(fx_node.args)
+        for i, arg in enumerate(schema.arguments):
+            if i < len(positional) and not arg.kwarg_only:
+                named[arg.name] = self._lookup(positional[i])
+            elif arg.name in fx_node.kwargs:
+                named[arg.name] = self._lookup(fx_node.kwargs[arg.name])
+            elif arg.has_default_value():
+                named[arg.name] = arg.default_value
+        return named
+
+    def _lookup(self, arg: Any) -> Any:
+        if isinstance(arg, torch.fx.Node):
+            return self.env[arg.name]
+        if isinstance(arg, (list, tuple)):
+            return [self._lookup(a) for a in arg]
+        if isinstance(arg, (torch.dtype, torch.device, torch.memory_format, torch.layout)):
+            return str(arg)
+        return arg
+
+    def _outputs(self, fx_node: torch.fx.Node, output_names: Sequence[str] | None) -> None:
+        kinds = torch.export.graph_signature.OutputKind
+        user = [spec.arg.name for spec in self.program.graph_signature.output_specs
+                if spec.kind == kinds.USER_OUTPUT]
+        by_name = {getattr(a, "name", None): a for a in fx_node.args[0]}
+        for name in user:
+            value = self._lookup(by_name[name])
+            if not isinstance(value, Value) or value.dtype == SYMINT:
+                raise CaptureError(f"model output {name} is not a tensor", stage="capture")
+            self.graph.outputs.append(value)
+        count = len(self.graph.outputs)
+        names = list(output_names or _default_output_names(self.program, count))
+        if len(names) != count:
+            raise UsageError(f"{len(names)} output name(s) given for {count} model output(s)", stage="capture",
+                             hint="pass one name per model output, in order")
+        self.graph.output_names = names
+
+
+def _default_output_names(program: torch.export.ExportedProgram, count: int) -> list[str]:
+    """The keys of a dict (or fields of a named tuple) the model returns, else output / output_<i>."""
+    spec = program.call_spec.out_spec
+    keys = getattr(spec, "context", None)
+    if getattr(spec, "type", None) is dict and isinstance(keys, list) and len(keys) == count:
+        return [str(k) for k in keys]
+    if isinstance(keys, list) and len(keys) == count and all(isinstance(k, str) for k in keys):
+        return list(keys)
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
+def _target_name(target: Any) -> str:
+    """`aten.conv2d.default` for OpOverloads, the qualified python name otherwise."""
+    if isinstance(target, torch._ops.OpOverload):
+        return str(target)
+    return f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', str(target))}".lstrip(".")
+
+
+def _meta(fx_node: torch.fx.Node) -> tuple[tuple[Dim, ...], str]:
+    return _val_meta(fx_node.meta.get("val"))
+
+
+def _val_meta(val: Any) -> tuple[tuple[Dim, ...], str]:
+    """(shape with None for symbolic dims, dtype name) of a FakeTensor or SymInt."""
+    if isinstance(val, torch.Tensor):
+        shape = tuple(int(d) if isinstance(d, int) or _is_static(d) else None for d in val.shape)
+        return shape, str(val.dtype).replace("torch.", "")
+    if isinstance(val, (torch.SymInt, int)):
+        return (), SYMINT
+    if isinstance(val, (torch.SymFloat, float)):
+        return (), "float32"
+    raise CaptureError(f"cannot read the metadata of a graph value ({type(val).__name__})", stage="capture")
+
+
+def _is_static(dim: Any) -> bool:
+    try:
+        int(dim)
+    except Exception:  # noqa: BLE001 - unbacked/symbolic dims raise various errors
+        return False
+    return not isinstance(dim, torch.SymInt) or dim.node.is_constant()
+
+
+def _module_path(fx_node: torch.fx.Node) -> tuple[str, str]:
+    """(`layer3.1.conv2`, `Conv2d`) of the innermost module that produced the node."""
+    stack = fx_node.meta.get("nn_module_stack") or {}
+    entries = [v for v in stack.values() if isinstance(v, tuple) and not str(v[0]).startswith("_empty")]
+    if not entries:
+        return "", ""
+    path, mtype = entries[-1][0], entries[-1][1]
+    path = re.sub(r"^L\['self'\]\.?", "", str(path))
+    path = re.sub(r"\[(\d+)\]", r".\1", path).replace("._modules['", ".").replace("']", "")
+    mtype = mtype.__name__ if isinstance(mtype, type) else str(mtype).rsplit(".", 1)[-1]
+    return path, mtype
+
+
+def _source_line(fx_node: torch.fx.Node) -> str:
+    """`model.py:12`: the innermost stack frame outside torch itself."""
+    frames = _FRAME.findall(fx_node.meta.get("stack_trace") or "")
+    user = [(f, line) for f, line in frames if not f.startswith(_TORCH_DIR)]
+    if not user:
+        return ""
+    file, line = user[-1]
+    return f"{Path(file).name}:{line}"
+
+
+def example_arrays(example_inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """The example inputs as numpy arrays (PyTorch layout)."""
+    return [t.detach().cpu().numpy() for t in example_inputs]

@@ -1,0 +1,69 @@
+"""Helpers shared by the converter families: argument normalisation and PyTorch -> TF padding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from bridge.native.ir import Node, Value
+
+
+def ntuple(value: Any, n: int) -> tuple[int, ...]:
+    """An int or a 1-/n-element list as an n-tuple."""
+    if isinstance(value, (list, tuple)):
+        items = tuple(int(v) for v in value)
+        return items * n if len(items) == 1 else items
+    return (int(value),) * n
+
+
+def first_tensor(node: Node) -> Value:
+    """The node's first tensor argument (its main input)."""
+    return next(node.tensor_args())[1]
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Padding for a windowed op: TF's 'SAME'/'VALID' when one of them matches, else explicit pads
+    [(before, after)] per spatial axis to apply with tf.pad before a VALID op."""
+
+    mode: str  # "SAME" | "VALID" | "EXPLICIT"
+    pads: tuple[tuple[int, int], ...]
+
+    def literal(self) -> str:
+        """The `padding=` argument for the TF op."""
+        return '"SAME"' if self.mode == "SAME" else '"VALID"'
+
+    def tf_pad(self, rank: int) -> list[list[int]]:
+        """tf.pad paddings for a channels-last tensor of `rank` axes."""
+        return [[0, 0], *[list(p) for p in self.pads], [0, 0]][:rank]
+
+
+def tf_same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """The (before, after) padding TF's SAME uses on one axis."""
+    eff = (kernel - 1) * dilation + 1
+    out = -(-size // stride)
+    total = max((out - 1) * stride + eff - size, 0)
+    return total // 2, total - total // 2
+
+
+def window_padding(sizes: Sequence[int], outs: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+                   dilation: Sequence[int], before: Sequence[int]) -> Padding:
+    """Padding reproducing PyTorch's output sizes `outs` from input `sizes` with `before` leading pads; the
+    trailing pad is what the last window needs (covers ceil_mode and asymmetric 'same')."""
+    pads = []
+    for size, out, k, s, d, b in zip(sizes, outs, kernel, stride, dilation, before):
+        needed = (out - 1) * s + (k - 1) * d + 1
+        pads.append((b, max(needed - size - b, 0)))
+    pads_t = tuple(pads)
+    if all(p == (0, 0) for p in pads_t):
+        return Padding("VALID", pads_t)
+    same = tuple(tf_same_pads(size, k, s, d) for size, k, s, d in zip(sizes, kernel, stride, dilation))
+    outs_same = tuple(-(-size // s) for size, s in zip(sizes, stride))
+    if pads_t == same and tuple(outs) == outs_same:
+        return Padding("SAME", pads_t)
+    return Padding("EXPLICIT", pads_t)
+
+
+def static_dims(dims: Sequence[int | None]) -> bool:
+    """True when every dim is known."""
+    return all(d is not None for d in dims)

@@ -1,0 +1,45 @@
+"""Attention: scaled_dot_product_attention as matmul -> (mask) -> softmax -> matmul, in PyTorch axis order."""
+
+from __future__ import annotations
+
+import math
+
+from bridge.native.codegen import OpContext, lit
+from bridge.native.ir import Node, Value
+from bridge.native.registry import LayoutPolicy, converter
+
+_LOWEST = "-3.4028234663852886e38"  # masked scores: finite, so WebGL stays happy; softmax gives exact zeros
+
+
+def _check_sdpa(node: Node) -> str | None:
+    query, key = node.args["query"], node.args["key"]
+    if float(node.args.get("dropout_p", 0.0)) != 0.0:
+        return "dropout_p > 0 (PyTorch applies attention dropout even in eval mode)"
+    if node.args.get("enable_gqa", False):
+        return "enable_gqa"
+    if node.args.get("is_causal", False) and (query.shape[-2] is None or key.shape[-2] is None):
+        return "is_causal with a dynamic sequence length"
+    if query.shape[-1] is None:
+        return "dynamic head size"
+    return None
+
+
+@converter("aten.scaled_dot_product_attention.default", layout=LayoutPolicy.SOURCE, check=_check_sdpa,
+           emits=("BatchMatMulV2", "Mul", "Softmax", "SelectV2", "AddV2", "Range", "GreaterEqual"))
+def scaled_dot_product_attention(ctx: OpContext, node: Node) -> str:
+    """aten::scaled_dot_product_attention(Tensor query, Tensor key, Tensor value, Tensor? attn_mask=None,
+    float dropout_p=0.0, bool is_causal=False, *, float? scale=None, bool enable_gqa=False) -> Tensor"""
+    query, key = ctx.value("query"), ctx.value("key")
+    scale = ctx.arg("scale") or 1.0 / math.sqrt(query.shape[-1])
+    scores = ctx.let(f"tf.linalg.matmul({ctx.t('query')}, {ctx.t('key')}, transpose_b=True) * {lit(float(scale))}",
+                     "scores")
+    mask = node.args.get("attn_mask")
+    if isinstance(mask, Value):
+        masked = f"tf.where({ctx.t('attn_mask')}, {scores}, {_LOWEST})" if mask.dtype == "bool" \
+            else f"{scores} + {ctx.t('attn_mask')}"
+        scores = ctx.let(masked, "masked")
+    if ctx.arg("is_causal", False):
+        length, source = query.shape[-2], key.shape[-2]
+        scores = ctx.let(f"tf.where(tf.range({length})[:, None] >= tf.range({source})[None, :], {scores}, "
+                         f"{_LOWEST})", "causal")
+    return f"tf.linalg.matmul(tf.nn.softmax({scores}, axis=-1), {ctx.t('value')})"

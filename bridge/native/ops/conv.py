@@ -1,0 +1,149 @@
+"""Convolutions: conv1d, conv2d (grouped, depthwise, dilated, strided, 'same' and asymmetric padding),
+conv_transpose2d. All run channels-last; kernels are stored in TF layout (see bridge.native.weights)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from bridge.native.codegen import OpContext
+from bridge.native.ir import Node, Value
+from bridge.native.ops._common import Padding, first_tensor, ntuple, static_dims, window_padding
+from bridge.native.registry import LayoutPolicy, converter
+from bridge.native.weights import depthwise_filter, iohw_to_hwoi, oihw_to_hwio, oiw_to_wio
+
+
+def _geometry(node: Node, n: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int]:
+    """(kernel, stride, dilation, groups) of a conv node with `n` spatial axes."""
+    weight = node.args["weight"]
+    kernel = tuple(int(k) for k in weight.shape[2:])
+    return kernel, ntuple(node.args.get("stride", 1), n), ntuple(node.args.get("dilation", 1), n), \
+        int(node.args.get("groups", 1))
+
+
+def _leading_pads(node: Node, kernel: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[int, ...]:
+    padding = node.args.get("padding", 0)
+    if padding == "valid":
+        return (0,) * len(kernel)
+    if padding == "same":
+        return tuple((k - 1) * d // 2 for k, d in zip(kernel, dilation))
+    return ntuple(padding, len(kernel))
+
+
+def _padding(node: Node, n: int) -> Padding:
+    kernel, stride, dilation, _ = _geometry(node, n)
+    x, out = first_tensor(node), node.outputs[0]
+    assert out is not None
+    return window_padding(x.shape[2:], out.shape[2:], kernel, stride, dilation, _leading_pads(node, kernel, dilation))
+
+
+def _check_conv(n: int, node: Node) -> str | None:
+    x = first_tensor(node)
+    if not static_dims(x.shape[1:]):
+        return "dynamic spatial or channel size"
+    if not isinstance(node.args.get("weight"), Value):
+        return "kernel is not a tensor"
+    kernel, stride, dilation, groups = _geometry(node, n)
+    if max(stride) > 1 and max(dilation) > 1:
+        return "stride > 1 together with dilation > 1 (TF convolutions do not support both)"
+    if groups > 1 and groups == x.shape[1] and len(set(stride)) > 1:
+        return "depthwise convolution with unequal strides"
+    return None
+
+
+def _padded_input(ctx: OpContext, pad: Padding, rank: int) -> str:
+    x = ctx.t("input")
+    if pad.mode != "EXPLICIT":
+        return x
+    return ctx.let(f"tf.pad({x}, {pad.tf_pad(rank)})", "pad")
+
+
+def _with_bias(ctx: OpContext, expr: str) -> str:
+    return f"tf.nn.bias_add({expr}, {ctx.t('bias')})" if ctx.has("bias") else expr
+
+
+@converter("aten.conv2d.default", "aten.conv2d.padding", layout=LayoutPolicy.CHANNELS_LAST,
+           emits=("Conv2D", "DepthwiseConv2dNative", "Pad", "BiasAdd", "Split", "ConcatV2"),
+           check=partial(_check_conv, 2))
+def conv2d(ctx: OpContext, node: Node) -> str:
+    """aten::conv2d(Tensor input, Tensor weight, Tensor? bias=None, SymInt[2] stride=1, SymInt[2] padding=0,
+    SymInt[2] dilation=1, SymInt groups=1) -> Tensor   (also the .padding overload with padding='same'/'valid')"""
+    _, stride, dilation, groups = _geometry(node, 2)
+    pad = _padding(node, 2)
+    x = _padded_input(ctx, pad, 4)
+    channels = ctx.value("input").shape[1]
+    common = f"padding={pad.literal()}" + (f", dilations={list(dilation)}" if max(dilation) > 1 else "")
+    if groups == 1:
+        kernel = ctx.weight("weight", "hwio", oihw_to_hwio, lambda e: f"tf.transpose({e}, [2, 3, 1, 0])")
+        return _with_bias(ctx, f"tf.nn.conv2d({x}, {kernel}, strides={list(stride)}, {common})")
+    if groups == channels:
+        kernel = ctx.weight("weight", "depthwise_hwcm", partial(depthwise_filter, in_channels=channels))
+        return _with_bias(ctx, f"tf.nn.depthwise_conv2d({x}, {kernel}, strides=[1, {stride[0]}, {stride[1]}, 1], "
+                               f"{common})")
+    kernel = ctx.weight("weight", "hwio", oihw_to_hwio, lambda e: f"tf.transpose({e}, [2, 3, 1, 0])")
+    grouped = (f"tf.concat([tf.nn.conv2d(xg, kg, strides={list(stride)}, {common}) for xg, kg in "
+               f"zip(tf.split({x}, {groups}, axis=-1), tf.split({kernel}, {groups}, axis=-1))], axis=-1)")
+    return _with_bias(ctx, grouped)
+
+
+@converter("aten.conv1d.default", "aten.conv1d.padding", layout=LayoutPolicy.CHANNELS_LAST,
+           emits=("Conv2D", "DepthwiseConv2dNative", "ExpandDims", "Squeeze", "Pad", "BiasAdd"),
+           check=partial(_check_conv, 1))
+def conv1d(ctx: OpContext, node: Node) -> str:
+    """aten::conv1d(Tensor input, Tensor weight, Tensor? bias=None, SymInt[1] stride=1, SymInt[1] padding=0,
+    SymInt[1] dilation=1, SymInt groups=1) -> Tensor"""
+    _, stride, dilation, groups = _geometry(node, 1)
+    pad = _padding(node, 1)
+    x = _padded_input(ctx, pad, 3)
+    channels = ctx.value("input").shape[1]
+    if groups == 1:
+        kernel = ctx.weight("weight", "wio", oiw_to_wio, lambda e: f"tf.transpose({e}, [2, 1, 0])")
+        dilations = f", dilations={dilation[0]}" if dilation[0] > 1 else ""
+        return _with_bias(ctx, f"tf.nn.conv1d({x}, {kernel}, stride={stride[0]}, padding={pad.literal()}{dilations})")
+    if groups != channels:
+        kernel = ctx.weight("weight", "wio", oiw_to_wio, lambda e: f"tf.transpose({e}, [2, 1, 0])")
+        return _with_bias(ctx, f"tf.concat([tf.nn.conv1d(xg, kg, stride={stride[0]}, padding={pad.literal()}, "
+                               f"dilations={dilation[0]}) for xg, kg in zip(tf.split({x}, {groups}, axis=-1), "
+                               f"tf.split({kernel}, {groups}, axis=-1))], axis=-1)")
+    kernel = ctx.weight("weight", "depthwise_1wcm",
+                        lambda w: depthwise_filter(w[:, :, None, :], in_channels=channels))
+    return _with_bias(ctx, f"tf.squeeze(tf.nn.depthwise_conv2d(tf.expand_dims({x}, 1), {kernel}, "
+                           f"strides=[1, 1, {stride[0]}, 1], padding={pad.literal()}, "
+                           f"dilations=[1, {dilation[0]}]), 1)")
+
+
+def _check_transpose(node: Node) -> str | None:
+    x = first_tensor(node)
+    if not static_dims(x.shape[1:]):
+        return "dynamic spatial or channel size"
+    stride, output_padding = ntuple(node.args.get("stride", 1), 2), ntuple(node.args.get("output_padding", 0), 2)
+    if int(node.args.get("groups", 1)) != 1:
+        return "grouped transposed convolution"
+    if ntuple(node.args.get("dilation", 1), 2) != (1, 1):
+        return "dilated transposed convolution"
+    if any(op >= s for op, s in zip(output_padding, stride)):
+        return "output_padding >= stride"
+    return None
+
+
+@converter("aten.conv_transpose2d.input", layout=LayoutPolicy.CHANNELS_LAST,
+           emits=("Conv2DBackpropInput", "StridedSlice", "BiasAdd", "Pack", "Shape"), check=_check_transpose)
+def conv_transpose2d(ctx: OpContext, node: Node) -> str:
+    """aten::conv_transpose2d.input(Tensor input, Tensor weight, Tensor? bias=None, SymInt[2] stride=1,
+    SymInt[2] padding=0, SymInt[2] output_padding=0, SymInt groups=1, SymInt[2] dilation=1) -> Tensor"""
+    x = ctx.t("input")
+    weight = ctx.value("weight")
+    kernel_hw = weight.shape[2:]
+    stride, padding = ntuple(ctx.arg("stride", 1), 2), ntuple(ctx.arg("padding", 0), 2)
+    output_padding = ntuple(ctx.arg("output_padding", 0), 2)
+    in_hw = ctx.value("input").shape[2:]
+    full = [(i - 1) * s + k + op for i, s, k, op in zip(in_hw, stride, kernel_hw, output_padding)]
+    out_channels = weight.shape[1]
+    kernel = ctx.weight("weight", "hwoi", iohw_to_hwoi, lambda e: f"tf.transpose({e}, [2, 3, 1, 0])")
+    batch = ctx.value("input").shape[0]
+    out_shape = ctx.let(f"[{batch if batch is not None else f'tf.shape({x})[0]'}, {full[0]}, {full[1]}, "
+                        f"{out_channels}]", "out_shape")
+    y = f"tf.nn.conv2d_transpose({x}, {kernel}, {out_shape}, strides={list(stride)}, padding=\"VALID\")"
+    if any(padding):
+        y = f"{ctx.let(y, 'full')}[:, {padding[0]}:{full[0] - padding[0]}, {padding[1]}:{full[1] - padding[1]}, :]"
+    return _with_bias(ctx, y)
+

@@ -1,0 +1,234 @@
+"""The native route's driver: capture -> IR -> unsupported-op scan -> layout pass -> generated tf_model.py +
+tf_weights.safetensors -> import and run THAT file -> SavedModel."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from bridge.errors import ConversionError, UsageError
+from bridge.native.capture import build_graph, capture
+from bridge.native.codegen import GeneratedModel, generate
+from bridge.native.fold import fold_weight_ops
+from bridge.native.ir import Graph, Layout
+from bridge.native.layout import RELAYOUT, assign_layouts, layout_from_name
+from bridge.native.registry import ConverterRegistry, default_registry, load_builtins, scan_unsupported
+
+_MODULE_IDS = itertools.count()
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One model input or output as the TF model sees it. `perm_from_torch` turns a PyTorch-layout array into
+    the TF layout: `tf_array = torch_array.transpose(perm_from_torch)`."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    layout: str
+    perm_from_torch: tuple[int, ...]
+
+    def to_tf(self, array: np.ndarray) -> np.ndarray:
+        """A PyTorch-layout array in this tensor's TF layout."""
+        return np.ascontiguousarray(np.asarray(array).transpose(self.perm_from_torch))
+
+    def to_torch(self, array: np.ndarray) -> np.ndarray:
+        """A TF-layout array back in PyTorch layout."""
+        return np.ascontiguousarray(np.asarray(array).transpose(np.argsort(self.perm_from_torch)))
+
+
+@dataclass
+class NativeRebuild:
+    """What `rebuild_tf` produced: files, IO infos, the live generated TF model and figures."""
+
+    out_dir: Path
+    model_py: Path
+    weights_path: Path
+    saved_model_dir: Path
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    model: Any  # the generated tf.Module instance
+    capture_method: str
+    op_counts: dict[str, int]  # captured ATen ops (plus bridge.relayout) by target
+    relayouts: int  # layout conversions the layout pass inserted (a reshape or a transpose each)
+    max_abs_error: dict[str, float]
+    tf_ops: dict[str, int] = field(default_factory=dict)  # TF op histogram of the traced graph
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def transposes(self) -> int:
+        """Transpose ops left in the traced TF graph (zero for a plain CNN with NHWC input)."""
+        return self.tf_ops.get("Transpose", 0)
+
+    def run(self, feeds: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the TF model on TF-layout inputs (by name or in order); returns TF-layout outputs by name."""
+        arrays = [feeds[i.name] for i in self.inputs] if isinstance(feeds, Mapping) else list(feeds)
+        result = self.model(*arrays)
+        return {o.name: result[o.name].numpy() for o in self.outputs}
+
+    def run_torch_layout(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        """Run on PyTorch-layout inputs; returns PyTorch-layout outputs in order."""
+        result = self.run([info.to_tf(a) for info, a in zip(self.inputs, arrays)])
+        return [info.to_torch(result[info.name]) for info in self.outputs]
+
+
+def rebuild_tf(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], out_dir: str | Path, *,
+               input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
+               input_layouts: Mapping[str, str] | None = None, output_layouts: Mapping[str, str] | None = None,
+               dynamic_dims: Mapping[str, Mapping[int, str]] | None = None,
+               converters: ConverterRegistry | None = None, strict: bool | None = None) -> NativeRebuild:
+    """Rebuild `module` (put in eval mode) as generated TensorFlow source in `out_dir`: tf_model.py,
+    tf_weights.safetensors and saved_model/ (made by importing and running that tf_model.py).
+
+    4-D inputs default to NHWC (`input_layouts={"x": "nchw"}` keeps PyTorch order); 4-D outputs are NHWC when an
+    input is (`output_layouts` overrides). `dynamic_dims` maps an input name to {axis: dim name}, e.g.
+    {"x": {0: "batch"}}. `converters` is the registry to use (default: user converters over the built-ins).
+    `strict=None` captures with strict torch.export, falling back to non-strict; True/False forces one.
+    Raises CaptureError, UnsupportedOpsError (every unsupported op at once) or ConversionError."""
+    load_builtins()
+    registry = converters or default_registry()
+    example_inputs = tuple(example_inputs)
+    names = list(input_names or _forward_arg_names(module, len(example_inputs)))
+    timings: dict[str, float] = {}
+    with _timed(timings, "capture"):
+        keep = {t for t in registry.targets() if t.startswith("aten.")}
+        dims_by_index = {names.index(k): v for k, v in (dynamic_dims or {}).items() if _known(k, names)}
+        captured = capture(module, example_inputs, keep=keep, dynamic_dims=dims_by_index, strict=strict)
+        graph = build_graph(captured, name=type(module).__name__, input_names=names, output_names=output_names)
+    with _timed(timings, "convert"):
+        fold_weight_ops(graph)
+        scan_unsupported(graph, registry, stage="rebuild-tf")
+        in_layouts = _input_layouts(graph, input_layouts or {})
+        out_layouts = _output_layouts(graph, in_layouts, output_layouts or {})
+        assign_layouts(graph, registry, in_layouts, out_layouts)
+        info = {"model": f"{type(module).__module__}.{type(module).__qualname__}", "method": captured.method}
+        generated = generate(graph, registry, source_info=info)
+        model_py, weights_path = _write(Path(out_dir), generated)
+    with _timed(timings, "tf-build"):
+        model = import_generated(model_py).build(weights_path)
+        inputs, outputs = _io_infos(graph, names, in_layouts, out_layouts)
+        rebuild = NativeRebuild(
+            out_dir=Path(out_dir), model_py=model_py, weights_path=weights_path,
+            saved_model_dir=Path(out_dir) / "saved_model", inputs=inputs, outputs=outputs, model=model,
+            capture_method=captured.method, op_counts=graph.op_counts(),
+            relayouts=generated.op_counts.get(RELAYOUT, 0), max_abs_error={}, tf_ops=traced_op_counts(model),
+            timings=timings)
+        rebuild.max_abs_error = _parity(module, example_inputs, rebuild)
+    with _timed(timings, "savedmodel"):
+        save_saved_model(model, rebuild.saved_model_dir)
+    return rebuild
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - start
+
+
+def _write(out: Path, generated: GeneratedModel) -> tuple[Path, Path]:
+    """Write tf_model.py and tf_weights.safetensors into `out`."""
+    from safetensors.numpy import save_file
+    out.mkdir(parents=True, exist_ok=True)
+    model_py, weights_path = out / "tf_model.py", out / "tf_weights.safetensors"
+    model_py.write_text(generated.source)
+    save_file({k: np.ascontiguousarray(v) for k, v in generated.weights.items()}, str(weights_path))
+    return model_py, weights_path
+
+
+def traced_op_counts(model: Any) -> dict[str, int]:
+    """Histogram of TF op types in the generated model's traced graph (e.g. how many Transpose ops are left)."""
+    counts: dict[str, int] = {}
+    for node in model.__call__.get_concrete_function().graph.as_graph_def().node:
+        counts[node.op] = counts.get(node.op, 0) + 1
+    return counts
+
+
+def _forward_arg_names(module: torch.nn.Module, count: int) -> list[str]:
+    """Names of forward()'s first `count` positional parameters (input_<i> when unnamed)."""
+    try:
+        params = [p.name for p in inspect.signature(module.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    return [params[i] if i < len(params) else f"input_{i}" for i in range(count)]
+
+
+def _known(name: str, names: list[str]) -> bool:
+    if name not in names:
+        raise UsageError(f"dynamic_dims names an unknown input {name!r}", stage="capture",
+                         hint=f"inputs are: {', '.join(names)}")
+    return True
+
+
+def _input_layouts(graph: Graph, requested: Mapping[str, str]) -> list[Layout]:
+    """Each input's layout: as requested, else NHWC for 4-D inputs and PyTorch order otherwise."""
+    unknown = set(requested) - set(graph.input_names)
+    if unknown:
+        raise UsageError(f"input_layouts names unknown input(s): {', '.join(sorted(unknown))}", stage="rebuild-tf")
+    layouts = []
+    for name, value in zip(graph.input_names, graph.inputs):
+        default = "nhwc" if value.rank == 4 else "source"
+        layouts.append(layout_from_name(requested.get(name, default), value.rank))
+    return layouts
+
+
+def _output_layouts(graph: Graph, inputs: list[Layout], requested: Mapping[str, str]) -> list[Layout]:
+    """Each output's layout: as requested, else NHWC for 4-D outputs when some input is NHWC."""
+    nhwc_in = any(layout.rank == 4 and layout.is_channels_last for layout in inputs)
+    layouts = []
+    for name, value in zip(graph.output_names, graph.outputs):
+        default = "nhwc" if value.rank == 4 and nhwc_in else "source"
+        layouts.append(layout_from_name(requested.get(name, default), value.rank))
+    return layouts
+
+
+def _io_infos(graph: Graph, names: list[str], ins: list[Layout],
+              outs: list[Layout]) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    def info(name: str, value: Any, layout: Layout) -> TensorInfo:
+        return TensorInfo(name, tuple(layout.physical_shape(value.shape)), value.dtype, layout.name(), layout.perm)
+    return ([info(n, v, lay) for n, v, lay in zip(names, graph.inputs, ins)],
+            [info(n, v, lay) for n, v, lay in zip(graph.output_names, graph.outputs, outs)])
+
+
+def import_generated(path: Path) -> ModuleType:
+    """Import a generated tf_model.py under a fresh module name."""
+    spec = importlib.util.spec_from_file_location(f"bridge_native_generated_{next(_MODULE_IDS)}", path)
+    if spec is None or spec.loader is None:
+        raise ConversionError(f"cannot import the generated model {path}", stage="rebuild-tf")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def save_saved_model(model: Any, path: Path) -> None:
+    """Save the generated model with its serving signature (the user's input names, a dict of outputs)."""
+    import tensorflow as tf
+    tf.saved_model.save(model, str(path), signatures={"serving_default": model.__call__.get_concrete_function()})
+
+
+def torch_outputs(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """PyTorch eager outputs, flattened in torch.export's order."""
+    with torch.no_grad():
+        result = module(*example_inputs)
+    leaves, _ = torch.utils._pytree.tree_flatten(result)
+    return [leaf.detach().cpu().numpy() for leaf in leaves if isinstance(leaf, torch.Tensor)]
+
+
+def _parity(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor],
+            rebuild: NativeRebuild) -> dict[str, float]:
+    """Max |TF - PyTorch| per output on the example inputs."""
+    expected = torch_outputs(module, example_inputs)
+    got = rebuild.run_torch_layout(*[t.detach().cpu().numpy() for t in example_inputs])
+    return {info.name: float(np.max(np.abs(g.astype(np.float64) - e.astype(np.float64)))) if e.size else 0.0
+            for info, g, e in zip(rebuild.outputs, got, expected)}
