@@ -52,8 +52,9 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", type=Path, metavar="FILE", help="state_dict (.pt/.pth, loaded with "
                    "weights_only=True) or .safetensors, for a file.py:Class MODEL")
     p.add_argument("--init-args", metavar="JSON", help="constructor arguments: a JSON list or object")
-    p.add_argument("--route", choices=("onnx", "native", "auto"), default="onnx",
-                   help="how to reach TensorFlow (default: onnx)")
+    p.add_argument("--route", choices=("auto", "native", "onnx"), default="auto",
+                   help="how to reach TensorFlow: native (bridge's own rebuild, readable tf_model.py), onnx "
+                        "(torch.onnx + onnx2tf), or auto (default: native, falling back to onnx with the reason)")
     p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
                    help="layout of 4-D image inputs in the web model (default: nhwc, what tf.browser.fromPixels "
                         "gives)")

@@ -32,6 +32,7 @@ class ConversionContext:
     output_ports: list[Port] = field(default_factory=list)
     quantization_step: float = 0.0  # largest relative step of any quantized weight; 0 when not quantized
     quantized_weights: int = 0
+    notes: list[str] = field(default_factory=list)  # things the report should say (fallbacks, skipped extras)
 
     def tolerance(self, stage: str) -> Tolerance:
         """The tolerance of `stage`: the user's, else the default, widened for quantized web stages.

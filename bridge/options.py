@@ -15,7 +15,7 @@ DEFAULT_SHARD_SIZE = 4 * 1024 * 1024
 class ConvertOptions:
     """Everything that steers `bridge convert` besides the model, its inputs and the output folder."""
 
-    route: str = "onnx"
+    route: str = "auto"
     layout: str = "nhwc"
     output_names: tuple[str, ...] = ()
     quantize: tuple[str, ...] = ()

@@ -18,7 +18,7 @@ import numpy as np
 from bridge import __version__
 from bridge.atomic import atomic_output_dir, check_output_dir
 from bridge.context import ConversionContext
-from bridge.errors import UsageError
+from bridge.errors import BridgeError, UsageError
 from bridge.inputs import InputSpec, check_unique_names, make_sample_inputs, parse_input_spec
 from bridge.model_source import LoadedModel
 from bridge.options import ConvertOptions
@@ -142,9 +142,9 @@ def run_conversion(loaded: LoadedModel, specs: list[InputSpec], samples: list[di
         from bridge.web_stages import run_web_stages
 
         stages += run_web_stages(ctx, saved_model, route)
-        notes = _write_demo_page(ctx, loaded)
+        ctx.notes += _write_demo_page(ctx, loaded)
         report = _make_report(ctx, loaded, route, stages)
-        report.notes = notes
+        report.notes = ctx.notes
         write_reports(report, staging)
         artifacts = sorted(p.name for p in staging.iterdir())
     return ConvertResult(out_dir=out_dir, status=report.status, stages=stages, report=report.to_dict(),
@@ -183,12 +183,36 @@ def _reference(loaded: LoadedModel, specs: list[InputSpec], samples: list[dict[s
 
 
 def _run_route(ctx: ConversionContext) -> tuple[str, list[StageResult], Path]:
-    if ctx.options.route == "native":
-        raise UsageError("the native route is not available yet", stage="options", hint="use --route onnx")
+    """Run the chosen route; `auto` tries native first and falls back to ONNX, saying why."""
+    from bridge.route_native import run_native_route
     from bridge.route_onnx import run_onnx_route
 
-    stages, saved_model = run_onnx_route(ctx)
-    return "onnx", stages, saved_model
+    if ctx.options.route == "onnx":
+        return ("onnx", *run_onnx_route(ctx))
+    if ctx.options.route == "native":
+        return ("native", *run_native_route(ctx))
+    try:
+        return ("native", *run_native_route(ctx))
+    except BridgeError as exc:
+        failure = exc
+    # Outside the except block, so errors of the ONNX route do not chain onto the native route's.
+    ctx.progress.note(f"  native route not possible: {failure.message}")
+    for line in failure.details[:5]:
+        ctx.progress.note(f"    {line}")
+    ctx.progress.note("  falling back to the ONNX route")
+    ctx.notes.append("route auto: the native route failed, so the ONNX route was used: "
+                     + " | ".join(str(failure).splitlines()))
+    _clear_staging(ctx.staging)
+    ctx.input_ports, ctx.output_ports = [], []
+    return ("onnx", *run_onnx_route(ctx))
+
+
+def _clear_staging(staging: Path) -> None:
+    """Remove what a failed route left in the staging folder."""
+    import shutil
+
+    for path in staging.iterdir():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _make_report(ctx: ConversionContext, loaded: LoadedModel, route: str, stages: list[StageResult]) -> Report:

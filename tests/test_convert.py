@@ -19,8 +19,10 @@ from bridge.model_source import load_model
 from bridge.stages import Status
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = ["onnx", "tf", "savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl",
-              "browser-wasm", "browser-indexeddb"]
+WEB_STAGES = ["savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl", "browser-wasm",
+              "browser-indexeddb"]
+ALL_STAGES = ["onnx", "tf", *WEB_STAGES]  # the ONNX route
+NATIVE_STAGES = ["capture", "tf", *WEB_STAGES]
 BROWSER_STAGES = ALL_STAGES[-3:]
 WEB_STAGE_MAX_ABS = 1e-4  # the issue's bar for float32 in TF.js
 
@@ -39,13 +41,13 @@ def _report(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
-def _check_passed(report: dict) -> None:
+def _check_passed(report: dict, names: list[str] = ALL_STAGES) -> None:
     assert report["status"] == "pass"
     stages = {s["name"]: s for s in report["stages"]}
-    assert list(stages) == ALL_STAGES
+    assert list(stages) == names
     for name, stage in stages.items():
         assert stage["status"] == "pass", (name, stage)
-        assert stage["outputs"], name
+        assert stage["outputs"] or name == "capture", name
     for name in ("tfjs-node-wasm", "tfjs-node-cpu"):
         assert max(o["max_abs"] for o in stages[name]["outputs"]) < WEB_STAGE_MAX_ABS
 
@@ -53,15 +55,18 @@ def _check_passed(report: dict) -> None:
 @pytest.mark.node
 @pytest.mark.parametrize("model, args", [e[1:] for e in EXAMPLES], ids=[e[0] for e in EXAMPLES])
 def test_cli_converts_each_example(tmp_path: Path, model: str, args: list[str]) -> None:
+    """The default route (auto) takes every example natively, all stages passing, browser included."""
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, "-m", "bridge.cli", "convert", model, *args, "--out", str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    _check_passed(_report(out))
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "model.onnx", "report.json", "report.md",
-                                                     "sample_inputs.bin", "sample_inputs.json", "saved_model",
-                                                     "tfjs", "web_model"]
-    assert "| ✓ pass | tfjs-node-wasm |" in (out / "report.md").read_text()
+    report = _report(out)
+    assert report["route"] == "native" and report["notes"] == []
+    _check_passed(report, NATIVE_STAGES)
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "report.json", "report.md", "sample_inputs.bin",
+                                                     "sample_inputs.json", "saved_model", "tf_model.py",
+                                                     "tf_weights.safetensors", "tfjs", "web_model"]
+    assert "| ✓ pass | browser-webgl |" in (out / "report.md").read_text()
     assert "Traceback" not in result.stderr and "I0000" not in result.stderr  # TF chatter stays hidden
 
 
@@ -71,7 +76,7 @@ def test_api_returns_a_result_object(tmp_path: Path) -> None:
 
     loaded = load_model(str(ROOT / "examples/two_io/model.py:TwoInTwoOut"))
     result = bridge.convert(loaded.module, (torch.randn(1, 3, 16, 16), torch.randn(1, 6)), tmp_path / "out",
-                            layout="nchw", output_names=("scores", "value"), browser=False)
+                            layout="nchw", output_names=("scores", "value"), browser=False, route="onnx")
     assert result.ok and result.status is Status.PASS
     assert [s.name for s in result.stages] == ALL_STAGES
     assert all(s.status is Status.SKIPPED for s in result.stages if s.name in BROWSER_STAGES)
@@ -96,7 +101,7 @@ def test_parity_failure_on_purpose_gives_exit_code_3(tmp_path: Path, monkeypatch
     monkeypatch.setattr(writer, "convert_saved_model", perturbed)
     out = tmp_path / "out"
     code = cli_main(["convert", str(ROOT / "examples/linear/model.py:LinearModel"), "--input", "x:4x2",
-                     "--out", str(out)])
+                     "--out", str(out), "--route", "onnx"])
     assert code == 3
     stages = {s["name"]: s["status"] for s in _report(out)["stages"]}
     assert stages["savedmodel"] == "pass"
@@ -126,7 +131,8 @@ def _perturb_first_float_weight(web_model: Path, delta: float) -> str:
 @pytest.mark.node
 def test_strict_turns_a_skip_into_a_failure(tmp_path: Path) -> None:
     env = {**os.environ, "BRIDGE_NODE_MODULES": str(tmp_path / "none")}
-    base = [sys.executable, "-m", "bridge.cli", "convert", "examples/linear/model.py:LinearModel", "--input", "x:4x2"]
+    base = [sys.executable, "-m", "bridge.cli", "convert", "examples/linear/model.py:LinearModel", "--input", "x:4x2",
+            "--route", "onnx"]
     relaxed = subprocess.run([*base, "--out", str(tmp_path / "a")], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=600)
     assert relaxed.returncode == 0, relaxed.stderr[-2000:]
@@ -146,7 +152,7 @@ def test_whole_conversion_runs_without_any_network(tmp_path: Path) -> None:
     out = tmp_path / "out"
     command = (f"ip link set lo up 2>/dev/null; exec {sys.executable} -m bridge.cli convert "
                f"examples/tiny_cnn/model.py:TinyCNN --weights examples/tiny_cnn/tiny_cnn.safetensors "
-               f"--input x:1x3x32x32 --out {out}")
+               f"--input x:1x3x32x32 --out {out} --route onnx")
     result = subprocess.run(["unshare", "-n", "sh", "-c", command], cwd=ROOT, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -160,7 +166,7 @@ def test_in_process_conversion_makes_no_connection_attempt(tmp_path: Path) -> No
 
     loaded = load_model(str(ROOT / "examples/mlp/model.py:MLP"))
     with network_blocked("test", "a whole conversion"):
-        result = bridge.convert(loaded, ["x:2x32"], tmp_path / "out", browser=False)
+        result = bridge.convert(loaded, ["x:2x32"], tmp_path / "out", browser=False, route="onnx")
     assert result.ok
 
 
@@ -195,17 +201,47 @@ def _make_model_files(folder: Path) -> dict[str, Path]:
     return {"torchscript": folder / "mlp_ts.pt", "exported": folder / "mlp.pt2", "onnx": folder / "mlp.onnx"}
 
 
-MODEL_KINDS = [("torchscript", ["--input", "x:2x32"]), ("exported", ["--input", "x:2x32"]), ("onnx", [])]
+# (kind, args, route auto ends on): TorchScript and ONNX files cannot be captured with torch.export.
+MODEL_KINDS = [("torchscript", ["--input", "x:2x32"], "onnx"), ("exported", ["--input", "x:2x32"], "native"),
+               ("onnx", [], "onnx")]
 
 
 @pytest.mark.node
-@pytest.mark.parametrize("kind, args", MODEL_KINDS, ids=[k[0] for k in MODEL_KINDS])
-def test_other_model_kinds(tmp_path: Path, kind: str, args: list[str]) -> None:
+@pytest.mark.parametrize("kind, args, route", MODEL_KINDS, ids=[k[0] for k in MODEL_KINDS])
+def test_other_model_kinds(tmp_path: Path, kind: str, args: list[str], route: str) -> None:
     path = _make_model_files(tmp_path)[kind]
     out = tmp_path / "out"
     assert cli_main(["convert", str(path), *args, "--out", str(out), "--no-browser"]) == 0
     report = _report(out)
-    assert report["model"]["kind"] == kind
+    assert report["model"]["kind"] == kind and report["route"] == route
     stages = {s["name"]: s["status"] for s in report["stages"]}
-    assert stages["onnx"] == ("skipped" if kind == "onnx" else "pass")  # a given ONNX file is the reference
+    if kind == "onnx":
+        assert stages["onnx"] == "skipped"  # a given ONNX file is the reference
     assert all(stages[s] == "pass" for s in ("tf", "savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu"))
+
+
+class _NeedsWhere(__import__("torch").nn.Module):
+    """Uses ops the native route has no converter for yet (where, gt), twice; ONNX has both."""
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        import torch
+
+        return torch.where(x > 0, x, -x) + torch.where(x * 2 > 1, x, x * 3)
+
+
+@pytest.mark.node
+def test_auto_falls_back_to_onnx_and_says_which_op(tmp_path: Path) -> None:
+    result = bridge.convert(_NeedsWhere(), ["x:2x5"], tmp_path / "out", browser=False)
+    assert result.ok and result.report["route"] == "onnx"
+    note = " ".join(result.report["notes"])
+    assert "native route failed" in note and "aten.where" in note
+
+
+def test_native_route_lists_every_unsupported_op(tmp_path: Path) -> None:
+    from bridge.errors import UnsupportedOpsError
+
+    with pytest.raises(UnsupportedOpsError) as info:
+        bridge.convert(_NeedsWhere(), ["x:2x5"], tmp_path / "out", route="native", browser=False)
+    assert any("where" in op for op in info.value.ops) and any(".gt." in op for op in info.value.ops)
+    assert all(len(nodes) == 2 for nodes in info.value.ops.values())
+    assert not (tmp_path / "out").exists()

@@ -73,13 +73,28 @@ class NativeRebuild:
     def run(self, feeds: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Run the TF model on TF-layout inputs (by name or in order); returns TF-layout outputs by name."""
         arrays = [feeds[i.name] for i in self.inputs] if isinstance(feeds, Mapping) else list(feeds)
-        result = self.model(*arrays)
+        result = self.model(*[_web_array(a, i) for a, i in zip(arrays, self.inputs)])
         return {o.name: result[o.name].numpy() for o in self.outputs}
 
     def run_torch_layout(self, *arrays: np.ndarray) -> list[np.ndarray]:
         """Run on PyTorch-layout inputs; returns PyTorch-layout outputs in order."""
         result = self.run([info.to_tf(a) for info, a in zip(self.inputs, arrays)])
         return [info.to_torch(result[info.name]) for info in self.outputs]
+
+
+def _web_array(array: Any, info: TensorInfo) -> np.ndarray:
+    """An input array in the dtype of the generated signature (int64 ids as int32, refused if they do not fit)."""
+    from bridge.native.codegen import WEB_DTYPES
+
+    value = np.asarray(array)
+    wanted = WEB_DTYPES.get(str(info.dtype), str(info.dtype))
+    if value.dtype.name == wanted:
+        return value
+    cast = value.astype(wanted)
+    if not np.array_equal(cast, value):
+        raise UsageError(f"input {info.name!r} holds values that do not fit {wanted}", stage="tf",
+                         hint="TF.js has no int64: integer inputs must fit int32")
+    return cast
 
 
 def rebuild_tf(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], out_dir: str | Path, *,
