@@ -146,7 +146,8 @@ def _simulate_lead_edits(mp: pytest.MonkeyPatch, layers: bool) -> None:
     mp.setattr(pipeline, "write_reports", write)
 
 
-def convert_net(out: Path, *, layers: bool = False, tamper_web: bool = False, browser: bool = False) -> Any:
+def convert_net(out: Path, *, layers: bool = False, tamper_web: bool = False, browser: bool = False,
+                route: str = "onnx") -> Any:
     """Convert `make_net()` with reports, parity data and bisection; with `tamper_web`, the writer's web model is
     broken on purpose at features.4 (its kernel scaled by 1.02) before the web stages check it."""
     import bridge.tfjs.convert as tfjs_convert
@@ -165,20 +166,21 @@ def convert_net(out: Path, *, layers: bool = False, tamper_web: bool = False, br
 
             mp.setattr(tfjs_convert, "convert_saved_model", wrong_writer)
         extra = {"layers": layers} if _integrated() else {}
-        return bridge.convert(net, [SPEC], out, force=True, browser=browser, **extra)
+        return bridge.convert(net, [SPEC], out, force=True, browser=browser, route=route, **extra)
 
 
 _CONVERSIONS: dict[str, Path] = {}
 
 
-def converted(factory: pytest.TempPathFactory, kind: str = "clean") -> Path:
-    """One conversion per kind and test session ("clean" with --layers, "wrong-web": features.4 broken by the
-    writer); callers copy the folder before changing it."""
-    if kind not in _CONVERSIONS:
-        out = factory.mktemp(f"bisect-{kind}") / "out"
-        convert_net(out, layers=kind == "clean", tamper_web=kind == "wrong-web")
-        _CONVERSIONS[kind] = out
-    return _CONVERSIONS[kind]
+def converted(factory: pytest.TempPathFactory, kind: str = "clean", route: str = "onnx") -> Path:
+    """One conversion per kind, route and test session ("clean" with --layers, "wrong-web": features.4 broken by
+    the writer); callers copy the folder before changing it."""
+    key = f"{kind}-{route}"
+    if key not in _CONVERSIONS:
+        out = factory.mktemp(f"bisect-{key}") / "out"
+        convert_net(out, layers=kind == "clean", tamper_web=kind == "wrong-web", route=route)
+        _CONVERSIONS[key] = out
+    return _CONVERSIONS[key]
 
 
 def copy_of(folder: Path, target: Path) -> Path:
@@ -376,10 +378,13 @@ def test_clean_conversion_with_layers_has_no_divergence(tmp_path_factory: pytest
 
 
 @pytest.mark.node
-def test_wrong_web_model_names_the_culprit_in_the_tfjs_stages(tmp_path_factory: pytest.TempPathFactory) -> None:
-    report = report_of(converted(tmp_path_factory, "wrong-web"))
+@pytest.mark.parametrize("route", ["onnx", "native"])
+def test_wrong_web_model_names_the_culprit_in_the_tfjs_stages(tmp_path_factory: pytest.TempPathFactory,
+                                                               route: str) -> None:
+    report = report_of(converted(tmp_path_factory, "wrong-web", route))
+    assert report["route"] == route
     statuses = {s["name"]: s["status"] for s in report["stages"]}
-    assert statuses["onnx"] == statuses["tf"] == statuses["savedmodel"] == "pass"
+    assert statuses["tf"] == statuses["savedmodel"] == "pass" and statuses.get("onnx", "pass") == "pass"
     for name in ("tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu"):
         assert statuses[name] == "inaccurate", statuses
     first = report["layers"]["first_divergence"]

@@ -285,11 +285,25 @@ QUANT_FAILURES = [
 
 @pytest.mark.parametrize("case,qdtype,values,message", QUANT_FAILURES, ids=[c[0] for c in QUANT_FAILURES])
 def test_quantization_refusals(tmp_path: Path, case: str, qdtype: str, values: np.ndarray, message: str) -> None:
-    """float16 overflow and non-finite affine ranges are refused naming the weight; nothing left on disk."""
+    """A weight named by a --quantize pattern that would overflow float16 or has a non-finite affine range is
+    refused, naming the weight; nothing is left on disk."""
     with pytest.raises(WeightError, match=message) as info:
-        write(const_graph([("big/weight", values, None)]), tmp_path / "m", quantize=(qdtype,))
+        write(const_graph([("big/weight", values, None)]), tmp_path / "m", quantize=(f"{qdtype}:big/*",))
     assert "big/weight" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case,qdtype,values,message", QUANT_FAILURES, ids=[c[0] for c in QUANT_FAILURES])
+def test_catch_all_quantization_keeps_sentinels_float32(tmp_path: Path, case: str, qdtype: str,
+                                                        values: np.ndarray, message: str) -> None:
+    """A catch-all spec leaves constants it cannot represent (a -3.4e38 pad value, a -inf mask) as float32 and
+    quantizes the rest."""
+    graph = const_graph([("big/weight", values, None), ("w", np.linspace(-1, 1, 8, dtype=np.float32), None)])
+    write(graph, tmp_path / "m", quantize=(qdtype,))
+    entries = {e["name"]: e for e in json.loads((tmp_path / "m" / "model.json").read_text())
+               ["weightsManifest"][0]["weights"]}
+    assert "quantization" not in entries["big/weight"] and entries["big/weight"]["dtype"] == "float32"
+    assert entries["w"]["quantization"]["dtype"] == qdtype
 
 
 SPEC_CASES = [
@@ -552,7 +566,7 @@ def test_failure_midway_leaves_nothing(tmp_path: Path) -> None:
     graph = const_graph([(f"w{i}", np.ones(300, np.float32), None) for i in range(5)]
                         + [("last", np.array([1e9], np.float32), None)])
     with pytest.raises(WeightError):
-        write(graph, tmp_path / "web", quantize=("float16",), shard_size=1000)
+        write(graph, tmp_path / "web", quantize=("float16:*",), shard_size=1000)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -62,6 +62,10 @@ class QuantizePlan:
         catch_all = [r.dtype for r in self.rules if r.catch_all]
         return catch_all[0] if catch_all else None
 
+    def is_explicit(self, name: str) -> bool:
+        """True when a pattern names weight `name` (not only the catch-all rule)."""
+        return any(not r.catch_all and any(fnmatch.fnmatchcase(name, p) for p in r.patterns) for r in self.rules)
+
     def specs(self) -> list[str]:
         """The plan written back as spec strings (for metadata and reports)."""
         return [r.dtype if r.catch_all else f"{r.dtype}:{','.join(r.patterns)}" for r in self.rules]
@@ -121,6 +125,17 @@ def _parse_one_spec(spec: object) -> tuple[str, list[str]]:
         raise UsageError(f"quantization spec {spec!r} has an empty pattern list", stage=_STAGE,
                          hint=f"write {dtype} alone for every float32 weight, or {dtype}:PATTERN")
     return dtype, patterns
+
+
+def representable(values: np.ndarray, dtype: str) -> bool:
+    """Whether `values` survive quantization to `dtype`: no NaN/Inf for the affine dtypes, nothing beyond
+    65504 for float16. Constants that fail this are sentinels (a -3.4e38 max-pool pad, a -inf attention mask),
+    not learned weights."""
+    finite = np.isfinite(values)
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            return not bool(np.any(np.isinf(values[finite].astype(np.float16))))
+    return bool(finite.all())
 
 
 def quantize_weight(name: str, values: np.ndarray, dtype: str) -> QuantizedWeight:

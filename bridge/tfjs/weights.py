@@ -21,7 +21,7 @@ import tensorflow as tf
 from tensorflow.core.framework import function_pb2, graph_pb2, node_def_pb2, tensor_pb2, types_pb2
 
 from bridge.errors import OutputError, WeightError
-from bridge.tfjs.quantize import QUANT_ITEMSIZE, QuantizePlan, quantize_weight
+from bridge.tfjs.quantize import QUANT_ITEMSIZE, QuantizePlan, quantize_weight, representable
 
 DEFAULT_SHARD_SIZE = 4 * 1024 * 1024
 JS_ITEMSIZE: dict[str, int] = {"float32": 4, "int32": 4, "bool": 1, "complex64": 8}
@@ -156,6 +156,8 @@ def _plan_one(name: str, node: node_def_pb2.NodeDef, plan: QuantizePlan | None) 
                           hint="cast it in the model to float32, int32, bool or string")
     shape = _static_shape(name, tensor)
     quant = plan.dtype_for(name) if plan and rule.js_dtype == "float32" else None
+    if quant and not plan.is_explicit(name) and not representable(_materialise(name, tensor, rule), quant):
+        quant = None  # a catch-all spec leaves sentinel constants float32; a pattern naming one still refuses
     count = math.prod(shape)
     if rule.js_dtype == "string":
         nbytes = _string_nbytes(_materialise(name, tensor, rule))
