@@ -47,4 +47,6 @@ def test_demo_from_a_clean_clone(tmp_path: Path) -> None:
     assert report["status"] == "pass"
     assert (clone / "out" / "tiny_cnn" / "web_model" / "model.json").is_file()
     stage_names = [s["name"] for s in report["stages"]]
-    assert {"onnx", "tf", "savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu"} <= set(stage_names)
+    assert report["route"] == "native"
+    assert {"capture", "tf", "savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl",
+            "browser-wasm", "browser-indexeddb"} <= set(stage_names)

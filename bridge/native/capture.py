@@ -39,13 +39,22 @@ class Captured:
     seconds: float
 
 
+def _in_eval_mode(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` in eval mode; a module unlifted from a saved torch.export program has no train/eval switch (it was
+    exported in the mode it has) and is returned as it is."""
+    try:
+        return module.eval()
+    except NotImplementedError:
+        return module
+
+
 def capture(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], *, keep: Iterable[str],
             dynamic_dims: Mapping[int, Mapping[int, str]] | None = None, strict: bool | None = None) -> Captured:
     """Export `module` (put in eval mode) and decompose every op not in `keep` (targets like
     `aten.conv2d.default`). `strict=None` tries strict then non-strict export; True/False tries only that one
     (non-strict skips TorchDynamo: about half the time on a cold start). `dynamic_dims` maps input index ->
     {axis: dim name}."""
-    module = module.eval()
+    module = _in_eval_mode(module)
     args = tuple(example_inputs)
     shapes = _dynamic_shapes(args, dynamic_dims)
     start, errors = time.perf_counter(), []
