@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tfjs(sub)
     _add_inspect(sub)
     _add_serve(sub)
+    _add_parity(sub)
     sub.add_parser("doctor", help="check the installed components and say how to fix missing ones",
                    description="Print versions of Python, torch, tensorflow, onnx, onnxruntime, onnx2tf, Node, the "
                                "pinned TF.js npm packages and Chromium, and say what is missing.")
@@ -73,6 +74,10 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-browser", dest="browser", action="store_false",
                    help="skip the headless Chromium stages (webgl, wasm, IndexedDB)")
     p.add_argument("--strict", action="store_true", help="a skipped stage fails the run too (for CI)")
+    p.add_argument("--layers", action="store_true", help="compare every layer across stages even when all pass "
+                   "(this per-layer bisection runs anyway when a stage is inaccurate or fails)")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="also write the parity results as JUnit XML (one "
+                   "test case per stage and output)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow and onnx2tf logs")
 
@@ -117,6 +122,26 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
     p.add_argument("--verbose", action="store_true", help="log every request")
+
+
+def _add_parity(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("parity", help="re-check parity of an existing output folder without converting again",
+                       description="Re-run every stage's check on the artifacts in OUT_DIR (e.g. after the web model "
+                                   "was edited or re-quantized) against the reference stored at conversion time; "
+                                   "reports go to OUT_DIR/parity/. Exit codes as for convert.")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="the --out folder of `bridge convert`")
+    p.add_argument("--sample-inputs", type=Path, metavar="FILE.npz", help="other sample inputs (arrays named after "
+                   "the inputs; reference outputs named after the outputs, else onnxruntime on model.onnx)")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="also write the results as JUnit XML")
+    p.add_argument("--layers", action="store_true", help="compare every layer even when all stages pass")
+    p.add_argument("--no-browser", dest="browser", action="store_false", help="skip the headless Chromium stages")
+    p.add_argument("--strict", action="store_true", help="a skipped stage fails the run too (for CI)")
+
+
+def _cmd_parity(args: argparse.Namespace) -> int:
+    from bridge.parity_cmd import parity_from_cli
+
+    return parity_from_cli(args)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -190,6 +215,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "doctor": _cmd_doctor, "serve": _cmd_serve, "tfjs": _cmd_tfjs, "inspect": _cmd_inspect, "convert": _cmd_convert,
+    "parity": _cmd_parity,
 }
 
 

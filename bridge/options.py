@@ -29,6 +29,7 @@ class ConvertOptions:
     verbose: bool = False
     node_backends: tuple[str, ...] = ("wasm", "cpu")
     browser: bool = True
+    layers: bool = False  # --layers: bisect even when every stage passes
     metadata: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

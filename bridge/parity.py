@@ -67,9 +67,12 @@ def _compare_flat(name: str, got: np.ndarray, want: np.ndarray, tol: Tolerance,
         within = bool(np.all(diff <= tol.atol + tol.rtol * ref))
     status = _verdict(within, metrics[3], nan_mismatch + inf_mismatch, exact=tol.atol == tol.rtol == 0.0)
     message = None if status is Status.PASS else _explain(metrics[0], tol, nan_mismatch, inf_mismatch)
+    from bridge.report_html import error_profile
+
     return OutputParity(name=name, status=status, max_abs=metrics[0], max_rel=metrics[1], mean_abs=metrics[2],
                         cosine=metrics[3], atol=tol.atol, rtol=tol.rtol, nan_mismatch=nan_mismatch,
-                        inf_mismatch=inf_mismatch, top1_agreement=top1, message=message)
+                        inf_mismatch=inf_mismatch, top1_agreement=top1, message=message,
+                        profile=error_profile(got, want))
 
 
 def _verdict(within: bool, cosine: float, special_mismatch: int, exact: bool) -> Status:

@@ -142,9 +142,17 @@ def run_conversion(loaded: LoadedModel, specs: list[InputSpec], samples: list[di
         from bridge.web_stages import run_web_stages
 
         stages += run_web_stages(ctx, saved_model, route)
+        from bridge.bisect import bisect_conversion
+        from bridge.parity_cmd import save_parity_data
+
+        bisection = bisect_conversion(ctx, stages, force=options.layers)
+        if bisection is not None:
+            progress.note(f"  layers: {bisection.summary()}")
+        save_parity_data(ctx, staging, bisection)
         ctx.notes += _write_demo_page(ctx, loaded)
         report = _make_report(ctx, loaded, route, stages)
         report.notes = ctx.notes
+        report.layers = bisection.to_dict() if bisection is not None else None
         write_reports(report, staging)
         artifacts = sorted(p.name for p in staging.iterdir())
     return ConvertResult(out_dir=out_dir, status=report.status, stages=stages, report=report.to_dict(),
@@ -228,7 +236,7 @@ def _make_report(ctx: ConversionContext, loaded: LoadedModel, route: str, stages
                "rtol": ctx.options.rtol, "strict": ctx.options.strict, "seed": ctx.options.seed}
     return Report(route=route, status=status, model=model, stages=stages, samples=len(ctx.samples),
                   artifacts=sorted(p.name + ("/" if p.is_dir() else "") for p in ctx.staging.iterdir())
-                  + ["report.json", "report.md"],
+                  + ["report.json", "report.md", "report.html", "parity/"],
                   versions=component_versions(), options=options)
 
 
@@ -244,7 +252,7 @@ def convert_from_cli(args: Any) -> ConvertResult:
     options = ConvertOptions(route=args.route, layout=args.layout, output_names=tuple(args.outputs),
                              quantize=tuple(args.quantize), shard_size=args.shard_size, atol=args.atol,
                              rtol=args.rtol, samples=args.samples, strict=args.strict, force=args.force,
-                             verbose=args.verbose, browser=args.browser,
+                             verbose=args.verbose, browser=args.browser, layers=args.layers,
                              node_backends=tuple(b for b in args.node_backends.split(",") if b))
     specs = [parse_input_spec(text) for text in args.inputs]
     check_unique_names(specs)
@@ -254,6 +262,10 @@ def convert_from_cli(args: Any) -> ConvertResult:
     progress = Progress(quiet=False)
     progress.note(f"bridge {__version__}: {args.model} -> {args.out}")
     result = convert(loaded, specs, args.out, options, sample_inputs=user_samples, quiet=False)
+    if args.junit:
+        from bridge.junit import write_junit
+
+        write_junit(result.report, args.junit)
     _print_summary(progress, result)
     return result
 

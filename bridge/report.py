@@ -40,13 +40,15 @@ class Report:
     versions: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    layers: dict[str, Any] | None = None  # bridge.bisect.Bisection.to_dict(), when bisection ran
 
     def to_dict(self) -> dict[str, Any]:
         """The report as report.json holds it."""
         return {"bridge_version": __version__, "route": self.route, "status": self.status.value,
                 "model": self.model, "samples": self.samples, "options": self.options,
                 "stages": [s.to_dict() for s in self.stages], "artifacts": self.artifacts,
-                "versions": self.versions, "notes": self.notes}
+                "versions": self.versions, "notes": self.notes,
+                "layers": self.layers}
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -71,8 +73,11 @@ def write_reports(report: Report, folder: Path) -> list[Path]:
     data = report.to_dict()
     json_path, md_path = folder / "report.json", folder / "report.md"
     json_path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    md_path.write_text(render_markdown(json.loads(json_path.read_text())))
-    return [json_path, md_path]
+    data = json.loads(json_path.read_text())
+    md_path.write_text(render_markdown(data))
+    from bridge.report_html import write_html_report
+
+    return [json_path, md_path, write_html_report(data, folder)]
 
 
 def _json_default(value: Any) -> Any:

@@ -45,6 +45,7 @@ class OutputParity:
     inf_mismatch: int = 0
     top1_agreement: float | None = None
     message: str | None = None
+    profile: dict[str, Any] | None = None  # error histogram and scatter sample for report.html
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for report.json."""

@@ -63,9 +63,10 @@ def test_cli_converts_each_example(tmp_path: Path, model: str, args: list[str]) 
     report = _report(out)
     assert report["route"] == "native" and report["notes"] == []
     _check_passed(report, NATIVE_STAGES)
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "report.json", "report.md", "sample_inputs.bin",
-                                                     "sample_inputs.json", "saved_model", "tf_model.py",
-                                                     "tf_weights.safetensors", "tfjs", "web_model"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "parity", "report.html", "report.json",
+                                                     "report.md", "sample_inputs.bin", "sample_inputs.json",
+                                                     "saved_model", "tf_model.py", "tf_weights.safetensors", "tfjs",
+                                                     "web_model"]
     assert "| ✓ pass | browser-webgl |" in (out / "report.md").read_text()
     assert "Traceback" not in result.stderr and "I0000" not in result.stderr  # TF chatter stays hidden
 
