@@ -246,3 +246,27 @@ def test_native_route_lists_every_unsupported_op(tmp_path: Path) -> None:
     assert any("where" in op for op in info.value.ops) and any(".gt." in op for op in info.value.ops)
     assert all(len(nodes) == 2 for nodes in info.value.ops.values())
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_interrupted_run_keeps_previous_output(tmp_path: Path, signal_name: str) -> None:
+    """A conversion interrupted mid-way leaves the previous output as it was and no temporary folder."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "previous.txt").write_text("previous")
+    process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "convert", "examples/tiny_cnn/model.py:TinyCNN",
+                                "--input", "x:1x3x32x32", "--out", str(out), "--force", "--route", "onnx"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir()):
+        time.sleep(0.2)  # wait until the staging folder exists: the run is under way
+    time.sleep(1.0)
+    process.send_signal(getattr(signal, signal_name))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert "interrupted" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
