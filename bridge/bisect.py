@@ -258,7 +258,9 @@ def capture_torch_layers(module: Any, samples: Sequence[Mapping[str, np.ndarray]
 
     recorder = _Recorder()
     handles = []
-    for path, sub in module.named_modules():
+    # TorchScript modules take no hooks: only the model outputs are points then.
+    hookable = not isinstance(module, torch.jit.ScriptModule)
+    for path, sub in module.named_modules() if hookable else ():
         if path:
             handles.append(sub.register_forward_pre_hook(recorder.pre_hook(path, sub)))
             handles.append(sub.register_forward_hook(recorder.post_hook(path)))

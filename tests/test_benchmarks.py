@@ -234,3 +234,15 @@ def test_quick_run_reports_targets_and_tables(quick_report: dict[str, Any]) -> N
     markdown = quick_report["_markdown"]
     for heading in ("## Targets", "## Conversion", "## Web model size", "## Inference latency", "## Ratios"):
         assert heading in markdown
+
+
+@pytest.mark.node
+def test_writer_benchmark_quick(tmp_path: Path) -> None:
+    """The writer benchmark's smoke mode runs and meets its targets on a small Keras MobileNetV2."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "benchmarks/writer.py", "--quick", "--results", str(tmp_path)],
+                            cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = json.loads((tmp_path / "writer-quick.json").read_text())["rows"][0]
+    assert row["targets"] == {"writer_time": True, "size": True, "no_leftovers": True}
+    assert row["wasm_error"] is None and row["wasm_median_ms"] > 0
