@@ -138,6 +138,7 @@ def run_conversion(loaded: LoadedModel, specs: list[InputSpec], samples: list[di
         ctx = ConversionContext(module=loaded.module, onnx_source=loaded.onnx_path, specs=specs, samples=samples,
                                 output_names=names, reference=reference, options=options, staging=staging,
                                 progress=progress)
+        ctx.notes += _non_finite_weights(loaded.module, progress)
         route, stages, saved_model = _run_route(ctx)
         from bridge.web_stages import run_web_stages
 
@@ -157,6 +158,21 @@ def run_conversion(loaded: LoadedModel, specs: list[InputSpec], samples: list[di
         artifacts = sorted(p.name for p in staging.iterdir())
     return ConvertResult(out_dir=out_dir, status=report.status, stages=stages, report=report.to_dict(),
                          artifacts=[out_dir / a for a in artifacts], strict=options.strict)
+
+
+def _non_finite_weights(module: Any, progress: Progress) -> list[str]:
+    """A warning per parameter or buffer holding NaN or Inf: the conversion goes on and parity is still checked
+    (NaN/Inf must then appear in the same places at every stage)."""
+    if module is None or not hasattr(module, "state_dict"):
+        return []
+    import torch
+
+    bad = [name for name, value in module.state_dict().items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    notes = [f"warning: weight {name!r} holds NaN or Inf" for name in bad]
+    for note in notes:
+        progress.note(f"  {note}")
+    return notes
 
 
 def _write_demo_page(ctx: ConversionContext, loaded: LoadedModel) -> list[str]:

@@ -47,6 +47,19 @@ class WithParam(nn.Module):
         return self.fn(x, self.p)
 
 
+class Rnn(nn.Module):
+    """A recurrent layer (a real submodule, so eval() reaches it) and what is done with its outputs; `state` says
+    how many initial-state inputs follow x (0: default zeros, 1: GRU's h0, 2: LSTM's (h0, c0))."""
+
+    def __init__(self, rnn: nn.Module, post: Callable[..., torch.Tensor] = lambda y, *_: y, state: int = 0) -> None:
+        super().__init__()
+        self.rnn, self.post, self.state = rnn, post, state
+
+    def forward(self, x: torch.Tensor, *states: torch.Tensor) -> torch.Tensor:
+        hx = None if not states else states[0] if self.state == 1 else tuple(states)
+        return self.post(*self.rnn(x, hx))
+
+
 def bn(channels: int, kind: type[nn.Module] = nn.BatchNorm2d) -> nn.Module:
     """A batch norm with non-trivial running statistics and affine parameters."""
     layer = kind(channels)
@@ -176,6 +189,20 @@ CASES = [
     OpCase("maximum-minimum-pow", lambda: Fn(lambda a, b: torch.maximum(a, b) + torch.minimum(a, b) ** 2 +
                                              a.abs() ** 1.5), [IMG, IMG],
            (A + "maximum.default", A + "minimum.default", A + "pow.Tensor_Scalar")),
+    OpCase("compare-tensor", lambda: Fn(lambda a, b: a * (a > b) + b * (a < b) - (a >= b) * 2.0 + (a <= b) * 3.0
+                                        + (a == a) * 0.5 - (a != b) * 0.25), [IMG, IMG],
+           (A + "gt.Tensor", A + "lt.Tensor", A + "ge.Tensor", A + "le.Tensor", A + "eq.Tensor", A + "ne.Tensor"),
+           max_transposes=0),
+    OpCase("compare-scalar", lambda: Fn(lambda x: x * (x > 0.1) + (x < -0.2) * 2.0 - (x >= 0.5) * 3.0
+                                        + (x <= 0) * 0.5 + (x.relu() == 0) * 4.0 + (x.relu() != 0) * 0.25), [IMG],
+           (A + "gt.Scalar", A + "lt.Scalar", A + "ge.Scalar", A + "le.Scalar", A + "eq.Scalar", A + "ne.Scalar")),
+    OpCase("compare-int-indices", lambda: Fn(lambda i, x: x * (i > 1) + (i == 2) * 1.5), [(2, 4), (2, 4)],
+           (A + "gt.Scalar", A + "eq.Scalar"), ints=(0,)),
+    OpCase("where", lambda: Fn(lambda a, b: torch.where(a > b, a, b * 2) + torch.where(a > 0, a, 0.0)
+                               + torch.where(b < 0, 1.5, b)), [IMG, IMG],
+           (A + "where.self", A + "where.ScalarOther", A + "where.ScalarSelf"), max_transposes=0),
+    OpCase("where-param-on-nhwc", lambda: WithParam((4, 1, 1), lambda x, p: torch.where(x > p, x, p)), [IMG],
+           (A + "where.self",), max_transposes=0),
     # reductions
     OpCase("mean-hw", lambda: Fn(lambda x: x.mean((2, 3))), [IMG], (A + "mean.dim",), max_transposes=0),
     OpCase("mean-all", lambda: Fn(lambda x: x.mean()), [IMG], (A + "mean.default",)),
@@ -211,6 +238,19 @@ CASES = [
                                        + x[:, :1].repeat(1, 4, 1, 1)), [IMG],
            (A + "expand.default", A + "repeat.default"), max_transposes=0),
     OpCase("expand-new-axis", lambda: Fn(lambda v: v.expand(3, 2, 5)), [(2, 1)], (A + "expand.default",)),
+    # recurrent (unrolled over static time steps)
+    OpCase("lstm", lambda: Rnn(nn.LSTM(4, 5)), [(6, 2, 4)], (A + "lstm.input", A + "full.default")),
+    OpCase("lstm-batch-first-bi-stacked-states",
+           lambda: Rnn(nn.LSTM(4, 5, num_layers=2, batch_first=True, bidirectional=True),
+                       lambda y, hc: y.sum(-1, keepdim=True) + hc[0].mean(0).unsqueeze(1) - hc[1].mean(0).unsqueeze(1)),
+           [(2, 3, 4)], (A + "lstm.input",)),
+    OpCase("lstm-given-state-no-bias", lambda: Rnn(nn.LSTM(4, 5, bias=False), state=2),
+           [(3, 2, 4), (1, 2, 5), (1, 2, 5)], (A + "lstm.input",)),
+    OpCase("gru", lambda: Rnn(nn.GRU(4, 5)), [(4, 2, 4)], (A + "gru.input",)),
+    OpCase("gru-batch-first-bi-stacked-state",
+           lambda: Rnn(nn.GRU(4, 3, num_layers=2, batch_first=True, bidirectional=True),
+                       lambda y, hn: y.mean(-1) + hn.sum(0).mean(-1, keepdim=True), state=1),
+           [(2, 3, 4), (4, 2, 3)], (A + "gru.input",)),
     # attention
     OpCase("sdpa", lambda: Fn(F.scaled_dot_product_attention), [(2, 3, 5, 8), (2, 3, 6, 8), (2, 3, 6, 4)],
            (A + "scaled_dot_product_attention.default",), layouts={"in0": "source", "in1": "source", "in2": "source"}),
@@ -328,6 +368,33 @@ def test_unpermuted_rows_fail() -> None:
     x, w = torch.randn(2, 3, 2, 2), torch.randn(5, 12)
     x_nhwc_flat = x.numpy().transpose(0, 2, 3, 1).reshape(2, 12)
     assert not np.allclose(x_nhwc_flat @ W.linear_to_in_out(w.numpy()), (x.flatten(1) @ w.T).numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_recurrent_gate_transforms_match_keras(kind: str) -> None:
+    """PyTorch LSTM/GRU weights through the gate-order transforms into Keras layers give PyTorch's outputs."""
+    tf = _tf()
+    torch.manual_seed(0)
+    layer = (nn.LSTM if kind == "lstm" else nn.GRU)(4, 5, batch_first=True).eval()
+    x = torch.randn(2, 6, 4)
+    with torch.no_grad():
+        expected = layer(x)[0].numpy()
+    p = {k: v.detach().numpy() for k, v in layer.state_dict().items()}
+    if kind == "lstm":
+        keras_layer = tf.keras.layers.LSTM(5, return_sequences=True)
+        values = [W.lstm_kernel_to_keras(p["weight_ih_l0"]), W.lstm_kernel_to_keras(p["weight_hh_l0"]),
+                  W.lstm_bias_to_keras(p["bias_ih_l0"], p["bias_hh_l0"])]
+    else:
+        keras_layer = tf.keras.layers.GRU(5, return_sequences=True, reset_after=True)
+        values = [W.gru_kernel_to_keras(p["weight_ih_l0"]), W.gru_kernel_to_keras(p["weight_hh_l0"]),
+                  W.gru_bias_to_keras(p["bias_ih_l0"], p["bias_hh_l0"])]
+    keras_layer.build((2, 6, 4))
+    keras_layer.set_weights(values)
+    np.testing.assert_allclose(keras_layer(x.numpy()).numpy(), expected, atol=ATOL, rtol=RTOL)
+    if kind == "gru":  # must-fail twin: PyTorch's gate order used as it is gives other numbers
+        keras_layer.set_weights([p["weight_ih_l0"].T, p["weight_hh_l0"].T, np.stack([p["bias_ih_l0"],
+                                                                                   p["bias_hh_l0"]])])
+        assert not np.allclose(keras_layer(x.numpy()).numpy(), expected, atol=1e-3)
 
 
 # ------------------------------------------------------------------------------------------- layout conversions

@@ -16,6 +16,18 @@ def oiw_to_wio(w: np.ndarray) -> np.ndarray:
     return w.transpose(2, 1, 0)
 
 
+def oidhw_to_dhwio(w: np.ndarray) -> np.ndarray:
+    """Conv3d kernel [out, in/groups, kD, kH, kW] -> tf.nn.conv3d filter [kD, kH, kW, in/groups, out]."""
+    return w.transpose(2, 3, 4, 1, 0)
+
+
+def depthwise_filter_1d(w: np.ndarray, in_channels: int) -> np.ndarray:
+    """Depthwise Conv1d kernel [C*M, 1, kW] -> a depthwise 1-D filter [kW, C, M] (Keras DepthwiseConv1D)."""
+    raise_if(w.shape[1] != 1 or w.shape[0] % in_channels, "not a depthwise kernel")
+    out, _, kw = w.shape
+    return w.reshape(in_channels, out // in_channels, kw).transpose(2, 0, 1)
+
+
 def depthwise_filter(w: np.ndarray, in_channels: int) -> np.ndarray:
     """Depthwise Conv2d kernel [C*M, 1, kH, kW] -> tf.nn.depthwise_conv2d filter [kH, kW, C, M]."""
     raise_if(w.shape[1] != 1 or w.shape[0] % in_channels, "not a depthwise kernel")
@@ -37,6 +49,33 @@ def permute_rows(w: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Rows of an [in, out] matrix reordered so row j holds source feature order[j] (the input is stored
     flattened from a channels-last map)."""
     return w[np.asarray(order)]
+
+
+def gru_gates_to_keras(w: np.ndarray) -> np.ndarray:
+    """GRU gate blocks along axis 0 from PyTorch's order (r, z, n) to Keras' (z, r, h)."""
+    r, z, n = np.split(w, 3, axis=0)
+    return np.concatenate([z, r, n], axis=0)
+
+
+def gru_kernel_to_keras(w: np.ndarray) -> np.ndarray:
+    """GRU weight_ih [3H, in] (or weight_hh [3H, H]) -> Keras GRU kernel [in, 3H] (recurrent_kernel [H, 3H])."""
+    return gru_gates_to_keras(w).T
+
+
+def gru_bias_to_keras(b_ih: np.ndarray, b_hh: np.ndarray) -> np.ndarray:
+    """GRU bias_ih and bias_hh [3H] -> a Keras GRU(reset_after=True) bias [2, 3H] (input row, recurrent row)."""
+    return np.stack([gru_gates_to_keras(b_ih), gru_gates_to_keras(b_hh)])
+
+
+def lstm_kernel_to_keras(w: np.ndarray) -> np.ndarray:
+    """LSTM weight_ih [4H, in] (or weight_hh [4H, H]) -> Keras LSTM kernel [in, 4H] (recurrent_kernel [H, 4H]);
+    both use the gate order i, f, g(c), o, so only the transpose is needed."""
+    return w.T
+
+
+def lstm_bias_to_keras(b_ih: np.ndarray, b_hh: np.ndarray) -> np.ndarray:
+    """LSTM bias_ih + bias_hh [4H] -> the single Keras LSTM bias [4H]."""
+    return b_ih + b_hh
 
 
 def raise_if(condition: bool, message: str) -> None:

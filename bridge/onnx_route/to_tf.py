@@ -173,10 +173,23 @@ def _check_samples(inputs: list[OnnxValueSpec], outputs: list[OnnxValueSpec],
 # --------------------------------------------------------------------------------------------------- onnx2tf run
 
 
+def _reset_keras_names() -> None:
+    """Reset Keras' global layer-name counters, so a second conversion in the same process names its nodes
+    (`model_1/tf.math.reduce_mean_4/...`) exactly like the first and the web model comes out byte-identical."""
+    import importlib
+
+    for name in ("tf_keras", "keras"):
+        try:
+            importlib.import_module(name).backend.clear_session()
+        except (ImportError, AttributeError):
+            continue
+
+
 def _run_onnx2tf(onnx_file: Path, inputs: list[OnnxValueSpec], samples: dict[str, np.ndarray],
                  plans: dict[str, tuple[str, tuple[int, ...]]], verbose: bool) -> Any:
     """onnx2tf.convert on a private copy of the file (it rewrites its input in place), returning the Keras model."""
     onnx2tf = import_onnx2tf(verbose)
+    _reset_keras_names()
     keep_source = [i.name for i in inputs if len(samples[i.name].shape) in CHANNELS_LAST_PERM
                    and plans[i.name][1] == identity_perm(len(samples[i.name].shape))]
     with tempfile.TemporaryDirectory(prefix="bridge-onnx2tf-") as work_dir:

@@ -2,5 +2,5 @@
 
 from __future__ import annotations
 
-from bridge.native.ops import (activation, attention, conv, elementwise, linear, norm, pool, reduce,  # noqa: F401
-                              shape)
+from bridge.native.ops import (activation, attention, conv, creation, elementwise, linear, norm,  # noqa: F401
+                              pool, recurrent, reduce, shape)

@@ -111,3 +111,58 @@ def _unary(function: str, tf_op: str, target: str) -> None:
 
 for _target, (_function, _op) in _UNARY.items():
     _unary(_function, _op, _target)
+
+
+# ---------------------------------------------------------------------------------------- comparisons and where
+
+_COMPARE = {"gt": ("tf.math.greater", "Greater"), "lt": ("tf.math.less", "Less"),
+            "ge": ("tf.math.greater_equal", "GreaterEqual"), "le": ("tf.math.less_equal", "LessEqual"),
+            "eq": ("tf.math.equal", "Equal"), "ne": ("tf.math.not_equal", "NotEqual")}
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat"))
+
+
+def compare_operands(ctx: OpContext) -> tuple[str, str]:
+    """`self` and `other` of a comparison in one dtype, as PyTorch promotes them (a float operand, or a
+    non-integral scalar, makes the comparison float)."""
+    args = {name: ctx.node.args.get(name) for name in ("self", "other")}
+    tensors = [a for a in args.values() if isinstance(a, Value)]
+    floats = [v.dtype for v in tensors if _is_float(v.dtype)]
+    fractional = any(isinstance(a, float) and not float(a).is_integer() for a in args.values())
+    dtype = floats[0] if floats else ("float32" if fractional else tensors[0].dtype)
+
+    def expr(name: str, arg: object) -> str:
+        if isinstance(arg, Value):
+            return ctx.t(name) if arg.dtype == dtype else f"tf.cast({ctx.t(name)}, tf.{dtype})"
+        if _is_float(dtype):
+            return lit(float(arg))  # type: ignore[arg-type]
+        return lit(bool(arg)) if dtype == "bool" else lit(int(arg))  # type: ignore[call-overload]
+
+    return expr("self", args["self"]), expr("other", args["other"])
+
+
+def _comparison(name: str, function: str, tf_op: str) -> None:
+    def convert(ctx: OpContext, node: Node) -> str:
+        left, right = compare_operands(ctx)
+        return f"{function}({left}, {right})"
+    convert.__doc__ = (f"aten::{name}.Tensor(Tensor self, Tensor other) -> Tensor\n"
+                       f"(also {name}.Scalar(Tensor self, Scalar other); the result is bool)")
+    convert.__name__ = name
+    converter(f"aten.{name}.Tensor", f"aten.{name}.Scalar", layout=ANY, emits=(tf_op, "Cast"))(convert)
+
+
+for _name, (_function, _op) in _COMPARE.items():
+    _comparison(_name, _function, _op)
+
+
+@converter("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", layout=ANY,
+           emits=("SelectV2", "Cast"))
+def where(ctx: OpContext, node: Node) -> str:
+    """aten::where.self(Tensor condition, Tensor self, Tensor other) -> Tensor
+    (also where.ScalarOther and where.ScalarSelf, with a scalar `other` or `self`)"""
+    condition = ctx.t("condition")
+    if ctx.value("condition").dtype != "bool":
+        condition = f"tf.cast({condition}, tf.bool)"
+    return f"tf.where({condition}, {operand(ctx, 'self')}, {operand(ctx, 'other')})"

@@ -1,0 +1,165 @@
+"""Recurrent layers: lstm and gru (stacked, bidirectional, batch_first), unrolled over the time steps (static
+sequence length) into plain MatMul/Sigmoid/Tanh lines, the form every TF.js backend runs. Weights stay in
+PyTorch's gate order (LSTM i, f, g, o; GRU r, z, n) and are used with `transpose_b=True`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from bridge.native.codegen import OpContext
+from bridge.native.ir import Node, Value
+from bridge.native.registry import LayoutPolicy, converter
+
+MAX_STEPS = 512  # unrolled code grows with the sequence; longer sequences go to the ONNX route
+
+
+@dataclass(frozen=True)
+class _Rnn:
+    """The static facts of one recurrent node."""
+
+    steps: int
+    features: int
+    hidden: int
+    layers: int
+    directions: int
+    per_direction: int  # params per (layer, direction): 4 with biases, 2 without
+    batch_first: bool
+    gates: int  # 4 for LSTM, 3 for GRU
+
+    @property
+    def gate_width(self) -> int:
+        """Columns of the stacked gates (4H for LSTM, 3H for GRU)."""
+        return self.gates * self.hidden
+
+
+def _rnn(node: Node, gates: int) -> _Rnn:
+    x = node.args["input"]
+    params = node.args["params"]
+    directions = 2 if node.args.get("bidirectional") else 1
+    per = 4 if node.args.get("has_biases", True) else 2
+    batch_first = bool(node.args.get("batch_first"))
+    steps = x.shape[1] if batch_first else x.shape[0]
+    return _Rnn(steps, x.shape[2], params[1].shape[1], int(node.args["num_layers"]), directions, per, batch_first,
+                gates)
+
+
+def _check(gates: int, node: Node) -> str | None:
+    x = node.args.get("input")
+    params = node.args.get("params") or []
+    if not isinstance(x, Value) or x.rank != 3:
+        return "input is not a 3-D tensor"
+    info = _rnn(node, gates)
+    if info.steps is None:
+        return "dynamic sequence length (the native route unrolls the time steps)"
+    if info.steps > MAX_STEPS:
+        return f"sequence longer than {MAX_STEPS} steps"
+    if len(params) != info.layers * info.directions * info.per_direction:
+        return "projections (proj_size) or an unexpected parameter list"
+    if node.args.get("train") and float(node.args.get("dropout") or 0.0) > 0.0:
+        return "training mode with dropout"
+    if params[0].shape[0] != gates * info.hidden:
+        return "unexpected weight shape"
+    return None
+
+
+def _time_major(ctx: OpContext, info: _Rnn) -> str:
+    x = ctx.t("input")
+    return ctx.let(f"tf.transpose({x}, [1, 0, 2])", "time_major") if info.batch_first else x
+
+
+def _projection(ctx: OpContext, x: str, width: int, w: str, b: str | None, info: _Rnn, tag: str) -> str:
+    """The input projection of every step at once: [T, B, gates*H]."""
+    flat = f"tf.linalg.matmul(tf.reshape({x}, [-1, {width}]), {w}, transpose_b=True)"
+    flat = f"{flat} + {b}" if b else flat
+    return ctx.let(f"tf.reshape({flat}, [{info.steps}, -1, {info.gate_width}])", f"{tag}_xw")
+
+
+def _layer_inputs(ctx: OpContext, node: Node, info: _Rnn) -> list[list[str | None]]:
+    """Per (layer, direction): [w_ih, w_hh, b_ih, b_hh] expressions (None without biases)."""
+    params = ctx.ts("params")
+    groups = []
+    for k in range(info.layers * info.directions):
+        chunk = params[k * info.per_direction:(k + 1) * info.per_direction]
+        groups.append(chunk + [None, None] if info.per_direction == 2 else chunk)
+    return groups
+
+
+StepFn = Callable[[OpContext, str, list[str], str, "str | None", int, str], list[str]]
+
+
+def _unroll(ctx: OpContext, node: Node, info: _Rnn, step_fn: StepFn,
+            initial: Callable[[int], list[str]]) -> tuple[str, list[list[str]]]:
+    """Run every layer and direction; returns the last layer's time-major output and each (layer, direction)'s
+    final states."""
+    x, width = _time_major(ctx, info), info.features
+    finals: list[list[str]] = []
+    groups = _layer_inputs(ctx, node, info)
+    for layer in range(info.layers):
+        outs = []
+        for direction in range(info.directions):
+            k = layer * info.directions + direction
+            w_ih, w_hh, b_ih, b_hh = groups[k]
+            tag = f"l{layer}" + ("_reverse" if direction else "")
+            proj = _projection(ctx, x, width, w_ih, b_ih, info, tag)  # type: ignore[arg-type]
+            states = initial(k)
+            hs: list[str] = [""] * info.steps
+            order = range(info.steps - 1, -1, -1) if direction else range(info.steps)
+            for t in order:
+                states = step_fn(ctx, f"{proj}[{t}]", states, w_hh, b_hh, info.hidden, f"{tag}_t{t}")
+                hs[t] = states[0]
+            outs.append(ctx.let(f"tf.stack([{', '.join(hs)}], 0)", f"{tag}_out"))
+            finals.append(states)
+        x = outs[0] if len(outs) == 1 else ctx.let(f"tf.concat([{', '.join(outs)}], -1)", f"l{layer}_out")
+        width = info.hidden * info.directions
+    output = f"tf.transpose({x}, [1, 0, 2])" if info.batch_first else x
+    return output, finals
+
+
+def _lstm_step(ctx: OpContext, xw: str, states: list[str], w_hh: str, b_hh: str | None, h: int,
+               tag: str) -> list[str]:
+    """One LSTM step (PyTorch gate order i, f, g, o)."""
+    hprev, cprev = states
+    gates = f"{xw} + tf.linalg.matmul({hprev}, {w_hh}, transpose_b=True)" + (f" + {b_hh}" if b_hh else "")
+    g = ctx.let(gates, f"{tag}_gates")
+    c = ctx.let(f"tf.sigmoid({g}[:, {h}:{2 * h}]) * {cprev} + tf.sigmoid({g}[:, :{h}]) * "
+                f"tf.tanh({g}[:, {2 * h}:{3 * h}])", f"{tag}_c")
+    return [ctx.let(f"tf.sigmoid({g}[:, {3 * h}:]) * tf.tanh({c})", f"{tag}_h"), c]
+
+
+def _gru_step(ctx: OpContext, xw: str, states: list[str], w_hh: str, b_hh: str | None, h: int,
+              tag: str) -> list[str]:
+    """One GRU step (PyTorch gate order r, z, n; the hidden bias of n sits inside the reset product)."""
+    hprev = states[0]
+    hw = ctx.let(f"tf.linalg.matmul({hprev}, {w_hh}, transpose_b=True)" + (f" + {b_hh}" if b_hh else ""),
+                 f"{tag}_hw")
+    x = ctx.let(xw, f"{tag}_xw")
+    r = ctx.let(f"tf.sigmoid({x}[:, :{h}] + {hw}[:, :{h}])", f"{tag}_r")
+    z = ctx.let(f"tf.sigmoid({x}[:, {h}:{2 * h}] + {hw}[:, {h}:{2 * h}])", f"{tag}_z")
+    n = ctx.let(f"tf.tanh({x}[:, {2 * h}:] + {r} * {hw}[:, {2 * h}:])", f"{tag}_n")
+    return [ctx.let(f"(1.0 - {z}) * {n} + {z} * {hprev}", f"{tag}_h")]
+
+
+RNN_EMITS = ("MatMul", "AddV2", "Sigmoid", "Tanh", "Mul", "StridedSlice", "Pack", "ConcatV2", "Transpose",
+             "Reshape", "Sub")
+
+
+@converter("aten.lstm.input", layout=LayoutPolicy.SOURCE, emits=RNN_EMITS, check=lambda n: _check(4, n))
+def lstm(ctx: OpContext, node: Node) -> list[str]:
+    """aten::lstm.input(Tensor input, Tensor[] hx, Tensor[] params, bool has_biases, int num_layers, float dropout,
+    bool train, bool bidirectional, bool batch_first) -> (Tensor, Tensor, Tensor)"""
+    info = _rnn(node, 4)
+    h0, c0 = ctx.ts("hx")
+    output, finals = _unroll(ctx, node, info, _lstm_step, lambda k: [f"{h0}[{k}]", f"{c0}[{k}]"])
+    return [output, f"tf.stack([{', '.join(s[0] for s in finals)}], 0)",
+            f"tf.stack([{', '.join(s[1] for s in finals)}], 0)"]
+
+
+@converter("aten.gru.input", layout=LayoutPolicy.SOURCE, emits=RNN_EMITS, check=lambda n: _check(3, n))
+def gru(ctx: OpContext, node: Node) -> list[str]:
+    """aten::gru.input(Tensor input, Tensor hx, Tensor[] params, bool has_biases, int num_layers, float dropout,
+    bool train, bool bidirectional, bool batch_first) -> (Tensor, Tensor)"""
+    info = _rnn(node, 3)
+    h0 = ctx.t("hx")
+    output, finals = _unroll(ctx, node, info, _gru_step, lambda k: [f"{h0}[{k}]"])
+    return [output, f"tf.stack([{', '.join(s[0] for s in finals)}], 0)"]
