@@ -54,6 +54,22 @@ def _check_passed(report: dict, names: list[str] = ALL_STAGES) -> None:
 
 @pytest.mark.node
 @pytest.mark.parametrize("model, args", [e[1:] for e in EXAMPLES], ids=[e[0] for e in EXAMPLES])
+def test_cli_converts_each_example_on_the_onnx_route(tmp_path: Path, model: str, args: list[str]) -> None:
+    """--route onnx takes every example to a web model whose Node stages pass (browser stages: see below)."""
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "bridge.cli", "convert", model, *args, "--out", str(out),
+                             "--route", "onnx", "--no-browser"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = _report(out)
+    assert report["route"] == "onnx"
+    _check_passed({**report, "stages": [s for s in report["stages"] if s["name"] not in BROWSER_STAGES]},
+                  ALL_STAGES[:-3])
+    assert (out / "model.onnx").is_file()
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("model, args", [e[1:] for e in EXAMPLES], ids=[e[0] for e in EXAMPLES])
 def test_cli_converts_each_example(tmp_path: Path, model: str, args: list[str]) -> None:
     """The default route (auto) takes every example natively, all stages passing, browser included."""
     out = tmp_path / "out"
