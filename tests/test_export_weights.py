@@ -113,6 +113,13 @@ console.log(JSON.stringify(result));
                                       array, err_msg=key)
 
 
+def test_module_gives_its_state_dict(tmp_path: Path) -> None:
+    model = _model()
+    export_weights(model, tmp_path / "w", "npz")
+    with np.load(tmp_path / "w" / "weights.npz") as data:
+        assert list(data.files) == list(model.state_dict())
+
+
 def test_tfjs_refuses_int64_out_of_int32_range(tmp_path: Path) -> None:
     with pytest.raises(WeightError, match="outside int32"):
         export_weights({"big": torch.tensor([2**40])}, tmp_path / "w", "tfjs")

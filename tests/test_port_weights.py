@@ -100,6 +100,24 @@ class TorchSmall(nn.Module):
         return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
+class TorchSeq(nn.Module):
+    """embedding -> conv1d -> mean over time -> linear (token ids in)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.conv = nn.Conv1d(4, 6, 3)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(self.emb(ids).transpose(1, 2)).mean(-1))
+
+
+def keras_seq() -> Any:
+    return keras.Sequential([keras.Input((7,), dtype="int32"), keras.layers.Embedding(10, 4),
+                             keras.layers.Conv1D(6, 3), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+
+
 def _randomise(module: nn.Module) -> nn.Module:
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -138,6 +156,7 @@ def _plain(model: Any, x: np.ndarray) -> np.ndarray:
 
 IMG = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
 POINT = np.array([[0.6, 0.2]], dtype=np.float32)
+IDS = np.random.default_rng(0).integers(0, 10, (3, 7))
 CASES = [
     PortCase("tutorial-linear-by-name", lambda: _linear_model_class()(), TfLinear, POINT, _plain),
     PortCase("tutorial-linear-by-structure", lambda: _linear_model_class()(), lambda: TfLinear("slope", "icept"),
@@ -146,6 +165,7 @@ CASES = [
              state_dict_only=True),
     PortCase("keras-cnn", lambda: _randomise(TorchCNN()), keras_cnn, IMG, _nhwc),
     PortCase("keras-cnn-state-dict", lambda: _randomise(TorchCNN()), keras_cnn, IMG, _nhwc, state_dict_only=True),
+    PortCase("keras-embedding-conv1d", lambda: _randomise(TorchSeq()), keras_seq, IDS, _plain),
     PortCase("tf-module-cnn", lambda: _randomise(TorchSmall()), TfModuleCNN, IMG, _nhwc),
     PortCase("tf-module-cnn-mapping", lambda: _randomise(TorchSmall()), TfModuleCNN, IMG, _nhwc,
              mapping={"fc.weight": "fc_w", "fc.bias": "fc_b", "conv.weight": "conv_kernel"}),
@@ -164,6 +184,13 @@ def test_port_matches_torch(case: PortCase) -> None:
         expected = source(torch.from_numpy(case.input)).numpy()
     np.testing.assert_allclose(case.run_tf(target, case.input), expected, atol=ATOL, rtol=RTOL)
     assert not np.allclose(before, expected, atol=1e-3)  # the check can fail: unported weights do not match
+
+
+def test_underscored_tf_names_match_by_name() -> None:
+    report = port_weights(_randomise(TorchSmall()), TfModuleCNN())
+    assert {m.torch_key: (m.tf_name, m.how) for m in report.matched} == {
+        "conv.weight": ("conv_kernel", "name"), "conv.bias": ("conv_bias", "name"),
+        "fc.weight": ("fc_w", "name"), "fc.bias": ("fc_b", "name")}
 
 
 def test_tutorial_output_value() -> None:

@@ -102,13 +102,17 @@ class OpContext:
                tf_fn: Callable[[str], str] | None = None) -> str:
         """Argument `name` transformed by the named weight transform `fn`; folded into the stored array when it is
         a weight, else done in TF by `tf_fn` (a ConversionError if not given)."""
-        value = self.value(name)
+        return self.transformed(self.value(name), variant, fn, tf_fn)
+
+    def transformed(self, value: Value, variant: str, fn: Callable[[np.ndarray], np.ndarray],
+                    tf_fn: Callable[[str], str] | None = None) -> str:
+        """`weight` for a Value itself (e.g. an item of a list argument such as an RNN's params)."""
         if value.is_weight:
             return self._gen.expr(self._gen.graph.derive_weight(value, variant, fn))
         if tf_fn is None:
-            raise ConversionError(f"{self.node.target}: {name} must be a parameter, not a computed tensor",
+            raise ConversionError(f"{self.node.target}: a weight must be a parameter, not a computed tensor",
                                   stage="rebuild-tf", details=[self.node.where()], hint="try the ONNX route")
-        return tf_fn(self.t(name))
+        return tf_fn(self._gen.expr(value))
 
     def let(self, expr: str, hint: str = "t") -> str:
         """Emit `name = expr` as a helper line and return the fresh local name."""

@@ -42,8 +42,10 @@ class ExportedWeights:
 
 def export_weights(state_dict: Mapping[str, Any], out_dir: str | Path, fmt: str, *, force: bool = False,
                    shard_size: int | None = None) -> ExportedWeights:
-    """Write `state_dict` (tensors or arrays) into `out_dir` as `fmt` (tfjs, npz or safetensors). The folder is
-    written atomically; an existing non-empty one is replaced only with `force`."""
+    """Write `state_dict` (tensors or arrays; an nn.Module gives its state_dict) into `out_dir` as `fmt` (tfjs, npz
+    or safetensors). The folder is written atomically; an existing non-empty one is replaced only with `force`."""
+    if callable(getattr(state_dict, "state_dict", None)):  # an nn.Module: its state_dict
+        state_dict = state_dict.state_dict()  # type: ignore[union-attr]
     if fmt not in FORMATS:
         raise UsageError(f"unknown weights format {fmt!r}", stage=STAGE, hint=f"use one of: {', '.join(FORMATS)}")
     if not state_dict:

@@ -185,7 +185,8 @@ def _pair(entry: TorchEntry, variable: TfEntry, how: str, report: PortReport,
 
 
 def _normal(name: str) -> str:
-    return name.lower().replace("/", ".")
+    """Names compared case-blind, with '/', '_' and '.' as the same separator (conv_kernel == conv.kernel)."""
+    return name.lower().replace("/", ".").replace("_", ".")
 
 
 def _aliases(entry: TorchEntry) -> list[str]:
@@ -201,7 +202,8 @@ def _by_name(pending: list[TorchEntry], free: list[TfEntry], mapping: dict[str, 
         by_name.setdefault(_normal(variable.name), []).append(variable)
     pairs, taken = [], set()
     for entry in pending:
-        hits = [v for alias in _aliases(entry) for v in by_name.get(alias, []) if id(v) not in taken]
+        hits = list({id(v): v for alias in _aliases(entry) for v in by_name.get(alias, [])
+                     if id(v) not in taken}.values())
         if len(hits) != 1:
             continue
         pair = _pair(entry, hits[0], "name", report)

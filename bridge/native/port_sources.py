@@ -155,8 +155,10 @@ def _attributes(obj: Any) -> list[tuple[str, Any]]:
 
 def _walk_keras(layer: Any, path: str, seen: set[int]) -> Iterator[TfEntry | None]:
     """A Keras layer: its own variables (trainable, then not), then its sublayers in tracking order, named by
-    the attribute that holds them when there is one, else by the layer's name."""
-    for var in list(layer._trainable_variables) + list(layer._non_trainable_variables):
+    the attribute that holds them when there is one, else by the layer's name. (Keras 3 keeps a layer's own
+    variables in `_trainable_variables`/`_non_trainable_variables`; `weights` would mix in the sublayers'.)"""
+    own = list(getattr(layer, "_trainable_variables", [])) + list(getattr(layer, "_non_trainable_variables", []))
+    for var in own:
         if id(var) not in seen:
             seen.add(id(var))
             leaf = str(getattr(var, "name", "")).split("/")[-1].split(":")[0]

@@ -1,6 +1,7 @@
 """Recurrent layers: lstm and gru (stacked, bidirectional, batch_first), unrolled over the time steps (static
-sequence length) into plain MatMul/Sigmoid/Tanh lines, the form every TF.js backend runs. Weights stay in
-PyTorch's gate order (LSTM i, f, g, o; GRU r, z, n) and are used with `transpose_b=True`."""
+sequence length) into plain MatMul/Sigmoid/Tanh lines, the form every TF.js backend runs. Weights keep
+PyTorch's gate order (LSTM i, f, g, o; GRU r, z, n), stored transposed to [in, gates] ("in_out"): never
+`transpose_b=True`, which TF.js 4.22's wasm backend computes wrongly once fused with a bias."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Callable
 from bridge.native.codegen import OpContext
 from bridge.native.ir import Node, Value
 from bridge.native.registry import LayoutPolicy, converter
+from bridge.native.weights import linear_to_in_out
 
 MAX_STEPS = 512  # unrolled code grows with the sequence; longer sequences go to the ONNX route
 
@@ -70,14 +72,15 @@ def _time_major(ctx: OpContext, info: _Rnn) -> str:
 
 def _projection(ctx: OpContext, x: str, width: int, w: str, b: str | None, info: _Rnn, tag: str) -> str:
     """The input projection of every step at once: [T, B, gates*H]."""
-    flat = f"tf.linalg.matmul(tf.reshape({x}, [-1, {width}]), {w}, transpose_b=True)"
+    flat = f"tf.linalg.matmul(tf.reshape({x}, [-1, {width}]), {w})"
     flat = f"{flat} + {b}" if b else flat
     return ctx.let(f"tf.reshape({flat}, [{info.steps}, -1, {info.gate_width}])", f"{tag}_xw")
 
 
 def _layer_inputs(ctx: OpContext, node: Node, info: _Rnn) -> list[list[str | None]]:
     """Per (layer, direction): [w_ih, w_hh, b_ih, b_hh] expressions (None without biases)."""
-    params = ctx.ts("params")
+    params = [ctx.transformed(v, "in_out", linear_to_in_out, lambda e: f"tf.transpose({e})") if v.rank == 2
+              else expr for v, expr in zip(node.args["params"], ctx.ts("params"))]
     groups = []
     for k in range(info.layers * info.directions):
         chunk = params[k * info.per_direction:(k + 1) * info.per_direction]
@@ -120,7 +123,7 @@ def _lstm_step(ctx: OpContext, xw: str, states: list[str], w_hh: str, b_hh: str 
                tag: str) -> list[str]:
     """One LSTM step (PyTorch gate order i, f, g, o)."""
     hprev, cprev = states
-    gates = f"{xw} + tf.linalg.matmul({hprev}, {w_hh}, transpose_b=True)" + (f" + {b_hh}" if b_hh else "")
+    gates = f"{xw} + tf.linalg.matmul({hprev}, {w_hh})" + (f" + {b_hh}" if b_hh else "")
     g = ctx.let(gates, f"{tag}_gates")
     c = ctx.let(f"tf.sigmoid({g}[:, {h}:{2 * h}]) * {cprev} + tf.sigmoid({g}[:, :{h}]) * "
                 f"tf.tanh({g}[:, {2 * h}:{3 * h}])", f"{tag}_c")
@@ -131,7 +134,7 @@ def _gru_step(ctx: OpContext, xw: str, states: list[str], w_hh: str, b_hh: str |
               tag: str) -> list[str]:
     """One GRU step (PyTorch gate order r, z, n; the hidden bias of n sits inside the reset product)."""
     hprev = states[0]
-    hw = ctx.let(f"tf.linalg.matmul({hprev}, {w_hh}, transpose_b=True)" + (f" + {b_hh}" if b_hh else ""),
+    hw = ctx.let(f"tf.linalg.matmul({hprev}, {w_hh})" + (f" + {b_hh}" if b_hh else ""),
                  f"{tag}_hw")
     x = ctx.let(xw, f"{tag}_xw")
     r = ctx.let(f"tf.sigmoid({x}[:, :{h}] + {hw}[:, :{h}])", f"{tag}_r")
