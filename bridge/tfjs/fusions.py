@@ -567,8 +567,11 @@ def _rank1_consts(refs: list[NodeRef], nodes: dict[str, node_def_pb2.NodeDef]) -
 
 
 def _fusable_contraction(node: node_def_pb2.NodeDef) -> bool:
+    # TF.js 4.22's wasm _FusedMatMul gives wrong numbers with transpose_b and a bias (cpu is right): keep any
+    # transposed MatMul unfused.
+    transposed = node.op == "_FusedMatMul" and (node.attr["transpose_a"].b or node.attr["transpose_b"].b)
     return (node.op in JS_FUSED_OP and _is_float32(node) and _nhwc(node) and not node.attr["num_host_args"].i
-            and node.attr["num_args"].i == len(data_inputs(node)) - 2)
+            and node.attr["num_args"].i == len(data_inputs(node)) - 2 and not transposed)
 
 
 def js_can_run_fused(node: node_def_pb2.NodeDef, nodes: dict[str, node_def_pb2.NodeDef]) -> bool:
