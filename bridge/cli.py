@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tfjs(sub)
     _add_inspect(sub)
     _add_serve(sub)
+    _add_export_weights(sub)
     _add_parity(sub)
     sub.add_parser("doctor", help="check the installed components and say how to fix missing ones",
                    description="Print versions of Python, torch, tensorflow, onnx, onnxruntime, onnx2tf, Node, the "
@@ -112,6 +113,26 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
                                    "whether executeAsync is needed, and bridge's metadata.")
     p.add_argument("web_model", type=Path, metavar="WEB_MODEL_DIR")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _add_export_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-weights", help="write a model's PyTorch weights as TF.js shards, npz or safetensors",
+                       description="Export MODEL's state_dict (PyTorch layout, keyed by state_dict key) for a TF or "
+                                   "TF.js model you wrote yourself: tfjs (weights_manifest.json + shards for "
+                                   "tf.io.loadWeights), npz or safetensors.")
+    p.add_argument("model", metavar="MODEL", help="a state_dict file (.safetensors, .pt, .pth, .bin), "
+                   "file.py:ClassOrFactory (with --weights), a TorchScript .pt or a torch.export .pt2")
+    p.add_argument("--format", required=True, choices=("tfjs", "npz", "safetensors"), help="what to write")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--weights", type=Path, metavar="FILE", help="state_dict for a file.py:Class MODEL")
+    p.add_argument("--init-args", metavar="JSON", help="constructor arguments: a JSON list or object")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+
+
+def _cmd_export_weights(args: argparse.Namespace) -> int:
+    from bridge.native.export_weights import cmd_export_weights
+
+    return cmd_export_weights(args)
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -214,8 +235,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "doctor": _cmd_doctor, "serve": _cmd_serve, "tfjs": _cmd_tfjs, "inspect": _cmd_inspect, "convert": _cmd_convert,
-    "parity": _cmd_parity,
+    "convert": _cmd_convert, "parity": _cmd_parity, "tfjs": _cmd_tfjs, "inspect": _cmd_inspect,
+    "serve": _cmd_serve, "export-weights": _cmd_export_weights, "doctor": _cmd_doctor,
 }
 
 

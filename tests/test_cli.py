@@ -20,7 +20,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> 
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
-@pytest.mark.parametrize("command", ["", "convert", "tfjs", "inspect", "doctor"])
+@pytest.mark.parametrize("command", ["", "convert", "parity", "tfjs", "inspect", "serve", "export-weights",
+                                     "doctor"])
 def test_help(command: str) -> None:
     result = run_cli(*([command] if command else []), "--help")
     assert result.returncode == 0

@@ -206,8 +206,25 @@ class ModelCase:
     atol: float = ATOL
 
 
+class RecurrentTagger(nn.Module):
+    """A bidirectional LSTM, a GRU on top, a where on the scores (the ops of issue 5's recurrent models)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(6, 8, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(16, 8, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        out, _ = self.gru(out)
+        scores = self.head(out[:, -1])
+        return torch.where(scores > 0, scores, scores * 0.1)
+
+
 MODELS = [
     ModelCase("mlp", MLP, [(4, 8)], ["x"], ["probs"], transposes=0),
+    ModelCase("recurrent-lstm-gru", RecurrentTagger, [(2, 5, 6)], ["x"], ["logits"], atol=1e-4),
     ModelCase("small-cnn-nhwc", SmallCNN, [(2, 3, 16, 16)], ["x"], ["logits"], transposes=0),
     ModelCase("small-cnn-nchw", SmallCNN, [(2, 3, 16, 16)], ["x"], ["logits"], layouts={"x": "nchw"}, transposes=1),
     ModelCase("small-cnn-dynamic-batch", SmallCNN, [(2, 3, 16, 16)], ["x"], ["logits"], dynamic={"x": {0: "batch"}},
@@ -427,7 +444,7 @@ def _node_problem() -> str | None:
 
 
 @pytest.mark.node
-@pytest.mark.parametrize("model_id", ["small-cnn-nhwc", "tiny-vit", "depthwise-separable"])
+@pytest.mark.parametrize("model_id", ["small-cnn-nhwc", "tiny-vit", "depthwise-separable", "recurrent-lstm-gru"])
 def test_through_tfjs_wasm(model_id: str, tmp_path: Path) -> None:
     """The generated SavedModel through bridge's TF.js writer into TF.js (wasm) in Node (atol 1e-4: wasm kernels
     sum in another order)."""
