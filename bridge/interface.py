@@ -8,8 +8,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# TF and TF.js have no int64/float64: these cross the boundary as the narrower type.
+# TF.js has no int64, float64 or float16: these cross the web boundary as the narrower type. The one map every
+# route uses (ONNX route serving signatures, native generated signatures, parity inputs).
 WEB_DTYPES = {"int64": "int32", "float64": "float32", "float16": "float32"}
+
+
+def web_dtype(dtype: object) -> str:
+    """The dtype name the web model's interface uses for `dtype` (a numpy/TF dtype or its name)."""
+    try:
+        name = str(np.dtype(getattr(dtype, "as_numpy_dtype", dtype)).name)
+    except TypeError:  # a name numpy does not know (e.g. bfloat16 without ml_dtypes): keep it as given
+        name = str(dtype)
+    return WEB_DTYPES.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -30,7 +40,7 @@ class Port:
     @property
     def web_dtype(self) -> str:
         """The dtype in TF and TF.js."""
-        return WEB_DTYPES.get(self.dtype, self.dtype)
+        return web_dtype(self.dtype)
 
     def to_web(self, array: np.ndarray) -> np.ndarray:
         """A PyTorch-side array in the web model's layout and dtype."""
@@ -48,6 +58,17 @@ class Port:
         return {"name": self.name, "shape": list(self.web_shape), "dtype": self.web_dtype, "layout": self.layout,
                 "torchShape": list(self.torch_shape), "torchDtype": self.dtype,
                 "permFromTorch": list(self.perm) if self.perm is not None else None}
+
+
+def port_from_io(info: object, torch_dtype: str | None) -> Port:
+    """A Port from a route's IO info (`name`, TF-side `shape`, `dtype`, `layout`, `perm_from_torch`)."""
+    perm = tuple(info.perm_from_torch) if info.perm_from_torch is not None else None  # type: ignore[attr-defined]
+    if perm is not None and perm == tuple(range(len(perm))):
+        perm = None
+    shape = tuple(info.shape)  # type: ignore[attr-defined]
+    torch_shape = shape if perm is None else tuple(shape[perm.index(i)] for i in range(len(perm)))
+    return Port(name=info.name, torch_shape=torch_shape, dtype=torch_dtype or str(info.dtype),  # type: ignore[attr-defined]
+                layout=info.layout, perm=perm)  # type: ignore[attr-defined]
 
 
 def to_web_samples(samples: Sequence[Mapping[str, np.ndarray]], ports: Sequence[Port]) -> list[dict[str, np.ndarray]]:

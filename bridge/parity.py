@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,9 @@ class Tolerance:
 
 
 DEFAULT_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-3)
+HIST_LOW, HIST_HIGH, HIST_STEP = -10.0, 2.0, 0.5  # log10 |Δ| bins of the error distribution (report.html)
+SCATTER_POINTS = 240
+WORST_POINTS = 16
 
 
 def compare_output(name: str, actual: Sequence[np.ndarray], expected: Sequence[np.ndarray],
@@ -67,8 +71,6 @@ def _compare_flat(name: str, got: np.ndarray, want: np.ndarray, tol: Tolerance,
         within = bool(np.all(diff <= tol.atol + tol.rtol * ref))
     status = _verdict(within, metrics[3], nan_mismatch + inf_mismatch, exact=tol.atol == tol.rtol == 0.0)
     message = None if status is Status.PASS else _explain(metrics[0], tol, nan_mismatch, inf_mismatch)
-    from bridge.report_html import error_profile
-
     return OutputParity(name=name, status=status, max_abs=metrics[0], max_rel=metrics[1], mean_abs=metrics[2],
                         cosine=metrics[3], atol=tol.atol, rtol=tol.rtol, nan_mismatch=nan_mismatch,
                         inf_mismatch=inf_mismatch, top1_agreement=top1, message=message,
@@ -126,3 +128,26 @@ def compare_outputs(actual: Sequence[Mapping[str, np.ndarray]], expected: Sequen
             continue
         results.append(compare_output(name, [a[name] for a in actual], [e[name] for e in expected], tol))
     return results
+
+
+def error_profile(got: np.ndarray, want: np.ndarray) -> dict[str, Any]:
+    """A compact picture of one output's errors (flat arrays over every sample): a histogram of log10 |Δ| and up to
+    SCATTER_POINTS (reference, actual) pairs, evenly strided plus the worst ones. Small enough for report.json."""
+    got64, want64 = np.asarray(got, np.float64).ravel(), np.asarray(want, np.float64).ravel()
+    finite = np.isfinite(got64) & np.isfinite(want64)
+    diff = np.abs(got64[finite] - want64[finite])
+    edges = np.arange(HIST_LOW, HIST_HIGH + HIST_STEP / 2, HIST_STEP)
+    logs = np.log10(np.maximum(diff, 10.0 ** HIST_LOW))
+    counts, _ = np.histogram(np.clip(logs, HIST_LOW, HIST_HIGH - 1e-9), bins=edges)
+    index = np.flatnonzero(finite)
+    stride = max(1, index.size // SCATTER_POINTS)
+    picked = set(index[::stride][:SCATTER_POINTS].tolist())
+    if diff.size:
+        picked |= set(index[np.argsort(diff)[-WORST_POINTS:]].tolist())
+    chosen = sorted(picked)
+    return {"log10_edges": [float(e) for e in edges], "counts": [int(c) for c in counts], "exact": int((diff == 0).sum()),
+            "scatter": [[_short_float(want64[i]), _short_float(got64[i])] for i in chosen]}
+
+
+def _short_float(value: float) -> float:
+    return float(f"{value:.6g}")

@@ -4,8 +4,8 @@ Sections: stage checklist, per-stage and per-output metrics, plots (error distri
 network's layers, output vs reference scatter, timings), the first diverging layer, and a model summary (parameters,
 sizes, op histogram, Transpose count, quantization). Plots are SVG written here; no plotting library.
 
-The distribution and scatter plots need each output's error profile (`error_profile`), stored by the parity check
-under ``outputs[i].profile``; without it those plots say so instead of drawing.
+The distribution and scatter plots need each output's error profile (`bridge.parity.error_profile`), stored by the
+parity check under ``outputs[i].profile``; without it those plots say so instead of drawing.
 """
 
 from __future__ import annotations
@@ -21,37 +21,8 @@ from markupsafe import Markup
 
 from bridge.stages import Status
 
-HIST_LOW, HIST_HIGH, HIST_STEP = -10.0, 2.0, 0.5  # log10 |Δ| bins of the error distribution
-SCATTER_POINTS = 240
-WORST_POINTS = 16
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 STATUS_COLORS = {"pass": "#2e7d32", "inaccurate": "#f9a825", "fail": "#c62828", "skipped": "#9e9e9e"}
-
-
-# ------------------------------------------------------------------------------------------------ error profiles
-
-
-def error_profile(got: np.ndarray, want: np.ndarray) -> dict[str, Any]:
-    """A compact picture of one output's errors (flat arrays over every sample): a histogram of log10 |Δ| and up to
-    SCATTER_POINTS (reference, actual) pairs, evenly strided plus the worst ones. Small enough for report.json."""
-    got64, want64 = np.asarray(got, np.float64).ravel(), np.asarray(want, np.float64).ravel()
-    finite = np.isfinite(got64) & np.isfinite(want64)
-    diff = np.abs(got64[finite] - want64[finite])
-    edges = np.arange(HIST_LOW, HIST_HIGH + HIST_STEP / 2, HIST_STEP)
-    logs = np.log10(np.maximum(diff, 10.0 ** HIST_LOW))
-    counts, _ = np.histogram(np.clip(logs, HIST_LOW, HIST_HIGH - 1e-9), bins=edges)
-    index = np.flatnonzero(finite)
-    stride = max(1, index.size // SCATTER_POINTS)
-    picked = set(index[::stride][:SCATTER_POINTS].tolist())
-    if diff.size:
-        picked |= set(index[np.argsort(diff)[-WORST_POINTS:]].tolist())
-    chosen = sorted(picked)
-    return {"log10_edges": [float(e) for e in edges], "counts": [int(c) for c in counts], "exact": int((diff == 0).sum()),
-            "scatter": [[_short_float(want64[i]), _short_float(got64[i])] for i in chosen]}
-
-
-def _short_float(value: float) -> float:
-    return float(f"{value:.6g}")
 
 
 # ------------------------------------------------------------------------------------------------ SVG helpers
@@ -272,7 +243,7 @@ def _web_summary(web_model: Path | None) -> dict[str, Any] | None:
 
 def render_html(report: Mapping[str, Any], web_summary: Mapping[str, Any] | None = None) -> str:
     """report.html's text from report.json's content (and `bridge inspect`'s summary of the web model, if any)."""
-    from bridge.templating import render  # Jinja2 only when a page is written (parity.py imports error_profile)
+    from bridge.templating import render  # Jinja2 only when a page is written
 
     stages = list(report.get("stages", []))
     summary = model_summary(report, web_summary)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bridge.context import ConversionContext
 from bridge.errors import UsageError
-from bridge.interface import to_web_samples
+from bridge.interface import port_from_io, to_web_samples
 from bridge.parity import compare_outputs
 from bridge.progress import run_stage
 from bridge.stages import StageResult, Status, worst_status
@@ -19,7 +19,6 @@ from bridge.stages import StageResult, Status, worst_status
 def run_native_route(ctx: ConversionContext) -> tuple[list[StageResult], Path]:
     """Rebuild the model natively; returns the `capture` and `tf` stages and the SavedModel folder."""
     from bridge.reference import to_torch_inputs
-    from bridge.route_onnx import _port
 
     if ctx.module is None or not _is_exportable(ctx.module):
         raise UsageError("the native route needs a Python nn.Module (file.py:Class, a .pt2 program or an "
@@ -43,8 +42,8 @@ def run_native_route(ctx: ConversionContext) -> tuple[list[StageResult], Path]:
 
     stages = [run_stage(ctx.progress, "capture", capture, ctx.options.verbose)]
     rebuild = holder["rebuild"]
-    ctx.input_ports = [_port(info, spec.dtype) for info, spec in zip(rebuild.inputs, ctx.specs)]  # type: ignore[attr-defined]
-    ctx.output_ports = [_port(info, None) for info in rebuild.outputs]  # type: ignore[attr-defined]
+    ctx.input_ports = [port_from_io(info, spec.dtype) for info, spec in zip(rebuild.inputs, ctx.specs)]  # type: ignore[attr-defined]
+    ctx.output_ports = [port_from_io(info, None) for info in rebuild.outputs]  # type: ignore[attr-defined]
     stages.append(run_stage(ctx.progress, "tf", lambda: _tf_stage(ctx, rebuild), ctx.options.verbose))
     return stages, rebuild.saved_model_dir  # type: ignore[attr-defined]
 

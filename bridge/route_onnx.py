@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bridge.context import ConversionContext
-from bridge.interface import Port, to_web_samples
+from bridge.interface import port_from_io, to_web_samples
 from bridge.parity import compare_outputs
 from bridge.progress import run_stage
 from bridge.stages import StageResult, Status, worst_status
@@ -72,20 +72,10 @@ def _tf_stage(ctx: ConversionContext, onnx_path: Path, saved_model: Path) -> Sta
     layouts = {s.name: ctx.options.layout for s in ctx.specs}
     rebuild = onnx_to_saved_model(onnx_path, saved_model, input_layouts=layouts, sample_inputs=ctx.samples[0],
                                   verbose=ctx.options.verbose)
-    ctx.input_ports = [_port(info, spec.dtype) for info, spec in zip(rebuild.inputs, ctx.specs)]
-    ctx.output_ports = [_port(info, None) for info in rebuild.outputs]
+    ctx.input_ports = [port_from_io(info, spec.dtype) for info, spec in zip(rebuild.inputs, ctx.specs)]
+    ctx.output_ports = [port_from_io(info, None) for info in rebuild.outputs]
     web_inputs = to_web_samples(ctx.samples, ctx.input_ports)
     expected = to_web_samples(ctx.reference, ctx.output_ports)
     actual = [rebuild.run_tf(sample) for sample in web_inputs]
     outputs = compare_outputs(actual, expected, ctx.tolerance("tf"))
     return StageResult("tf", worst_status([o.status for o in outputs]), detail="onnx2tf", outputs=outputs)
-
-
-def _port(info, torch_dtype: str | None) -> Port:  # type: ignore[no-untyped-def]
-    perm = tuple(info.perm_from_torch) if info.perm_from_torch is not None else None
-    if perm is not None and perm == tuple(range(len(perm))):
-        perm = None
-    shape = tuple(info.shape)
-    torch_shape = shape if perm is None else tuple(shape[perm.index(i)] for i in range(len(perm)))
-    return Port(name=info.name, torch_shape=torch_shape, dtype=torch_dtype or str(info.dtype), layout=info.layout,
-                perm=perm)

@@ -115,7 +115,8 @@ def _simulate_lead_edits(mp: pytest.MonkeyPatch, layers: bool) -> None:
     import bridge.pipeline as pipeline
     from bridge.bisect import bisect_conversion
     from bridge.parity_cmd import save_parity_data
-    from bridge.report_html import error_profile, write_html_report
+    from bridge.parity import error_profile
+    from bridge.report_html import write_html_report
     from bridge.stages import OutputParity
 
     if "profile" not in OutputParity.__dataclass_fields__:

@@ -88,6 +88,22 @@ def test_cli_converts_each_example(tmp_path: Path, model: str, args: list[str]) 
 
 
 @pytest.mark.node
+@pytest.mark.parametrize("model, args", [e[1:] for e in EXAMPLES], ids=[e[0] for e in EXAMPLES])
+def test_api_converts_each_example(tmp_path: Path, model: str, args: list[str]) -> None:
+    """bridge.convert from Python on every example (ONNX route): the Node stages pass below 1e-4."""
+    values = dict(zip(args[::2], args[1::2])) if len(args) % 2 == 0 else {}
+    inputs = [a for flag, a in zip(args[::2], args[1::2]) if flag == "--input"]
+    outputs = tuple(a for flag, a in zip(args[::2], args[1::2]) if flag == "--output")
+    weights = ROOT / values["--weights"] if "--weights" in values else None
+    loaded = load_model(str(ROOT / model), weights=weights)
+    result = bridge.convert(loaded, inputs, tmp_path / "out", route="onnx", browser=False, output_names=outputs)
+    assert result.ok and [s.name for s in result.stages][:6] == ALL_STAGES[:6]
+    for name in ("tfjs-node-wasm", "tfjs-node-cpu"):
+        stage = result.stage(name)
+        assert stage.status is Status.PASS and stage.max_abs is not None and stage.max_abs < WEB_STAGE_MAX_ABS
+
+
+@pytest.mark.node
 def test_api_returns_a_result_object(tmp_path: Path) -> None:
     import torch
 

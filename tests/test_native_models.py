@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from benchmarks.models import BasicBlock, ResNet18
 from bridge.errors import CaptureError, ConversionError, UnsupportedOpsError
 from bridge.native import BUILTINS, ConverterRegistry, LayoutPolicy, rebuild_tf
 from bridge.native.codegen import OpContext
@@ -86,25 +87,6 @@ class TwoInTwoOut(nn.Module):
         features = F.relu(self.conv(image))
         score = features.mean((2, 3)) + self.proj(meta)
         return score, features * torch.sigmoid(score)[:, :, None, None]
-
-
-class BasicBlock(nn.Module):
-    """ResNet's basic residual block."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + identity)
 
 
 class ResidualCNN(nn.Module):
@@ -179,18 +161,6 @@ class ConvNeXtBlock(nn.Module):
         y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
         out = x + y.permute(0, 3, 1, 2)
         return {"features": out, "pooled": out.mean((2, 3))}
-
-
-def resnet18(num_classes: int = 1000) -> nn.Module:
-    """A compact BasicBlock ResNet-18 (same layer shapes as torchvision's), for timing."""
-    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                               nn.MaxPool2d(3, 2, 1)]
-    cin = 64
-    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-        layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout)]
-        cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
-    return nn.Sequential(*layers)
 
 
 @dataclass
@@ -468,7 +438,7 @@ def test_through_tfjs_wasm(model_id: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_resnet18_rebuild_time(tmp_path: Path) -> None:
-    module = _randomise_bn(resnet18())
+    module = _randomise_bn(ResNet18())
     x = torch.randn(1, 3, 224, 224)
     start = time.perf_counter()
     result = rebuild_tf(module, [x], tmp_path, output_names=["logits"])

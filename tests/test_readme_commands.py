@@ -50,3 +50,23 @@ def test_demo_from_a_clean_clone(tmp_path: Path) -> None:
     assert report["route"] == "native"
     assert {"capture", "tf", "savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl",
             "browser-wasm", "browser-indexeddb"} <= set(stage_names)
+
+
+def _documented_gaps(readme: str) -> dict[str, list[str]]:
+    import argparse
+
+    from bridge.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: [o for a in parser._actions for o in a.option_strings
+                   if o.startswith("--") and o != "--help" and o not in readme]
+            for name, parser in sub.choices.items()}
+
+
+def test_readme_mentions_every_cli_option() -> None:
+    gaps = _documented_gaps(ROOT.joinpath("README.md").read_text())
+    assert {name: missing for name, missing in gaps.items() if missing} == {}
+
+
+def test_option_check_can_fail() -> None:
+    assert _documented_gaps("nothing here")["convert"]

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from bridge.junit import junit_tree, write_junit
+from bridge.parity import error_profile
 from bridge.report import render_markdown
-from bridge.report_html import (bars_svg, error_profile, histogram_svg, layer_curve_svg, render_html,
+from bridge.report_html import (bars_svg, histogram_svg, layer_curve_svg, render_html,
                                 scatter_svg)
 from test_bisect import CULPRIT, converted, report_of
 

@@ -15,6 +15,7 @@ import jinja2
 import numpy as np
 
 from bridge.errors import ConversionError
+from bridge.interface import web_dtype
 from bridge.native.ir import Dim, Graph, Layout, Node, Value, py_identifier
 from bridge.native.layout import RELAYOUT, relayout_label
 from bridge.native.registry import ConverterRegistry
@@ -245,16 +246,12 @@ def generate(graph: Graph, registry: ConverterRegistry, *, source_info: dict[str
     outputs = [{"name": name, "expr": resolve(expr), "op_name": _SCOPE_OK.sub("_", name)}
                for name, expr in raw_outputs]
     inputs = [{"ident": v.name, "name": v.key, "shape": _spec_shape(v), "dtype": v.dtype,
-               "web_dtype": WEB_DTYPES.get(v.dtype, v.dtype),
+               "web_dtype": web_dtype(v.dtype),  # the signature takes the narrower type, widened inside
                "layout": v.layout.name() if v.layout else "source"} for v in graph.inputs]
     source = _template().render(class_name=class_name, body=body, variables=variables, inputs=inputs,
                                 outputs=outputs, info=source_info)
     weights = {names[n]: graph.arrays[n] for n in names}
     return GeneratedModel(source, class_name, weights, gen.op_counts)
-
-
-# TF.js has no int64 or float64: the generated model's signature takes the narrower type and widens inside.
-WEB_DTYPES = {"int64": "int32", "float64": "float32"}
 
 
 def _variable_names(values: list[Value]) -> dict[str, str]:

@@ -84,10 +84,10 @@ class NativeRebuild:
 
 def _web_array(array: Any, info: TensorInfo) -> np.ndarray:
     """An input array in the dtype of the generated signature (int64 ids as int32, refused if they do not fit)."""
-    from bridge.native.codegen import WEB_DTYPES
+    from bridge.interface import web_dtype
 
     value = np.asarray(array)
-    wanted = WEB_DTYPES.get(str(info.dtype), str(info.dtype))
+    wanted = web_dtype(info.dtype)
     if value.dtype.name == wanted:
         return value
     cast = value.astype(wanted)

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from bridge.errors import BridgeError, ExportError, OutputError, UsageError
+from bridge.interface import web_dtype
 from bridge.onnx_route.layouts import (
     CHANNELS_LAST_PERM,
     NCHW_TO_NHWC,
@@ -409,12 +410,6 @@ def _serving_function(tf: Any, raw: Callable[..., list[Any]], input_infos: list[
 
     specs = [tf.TensorSpec(i.shape, web_dtype(i.dtype), name=i.name) for i in input_infos]
     return tf.function(serve, input_signature=specs).get_concrete_function()
-
-
-def web_dtype(dtype: Any) -> str:
-    """The dtype a web-facing signature uses for `dtype`: int64 -> int32, float64 -> float32 (TF.js has neither)."""
-    name = np.dtype(dtype).name
-    return {"int64": "int32", "float64": "float32"}.get(name, name)
 
 
 def _runner(serve: Any, input_infos: list[IOInfo]) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
