@@ -4,9 +4,7 @@ the layout pass on its own, and coverage (every built-in converter has a case)."
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -19,76 +17,12 @@ from bridge.native.ir import FlatBlock, Layout
 from bridge.native.layout import RELAYOUT, apply_steps, conversion_steps
 from bridge.native.registry import load_builtins
 from bridge.native import weights as W
+from tests.native_op_cases import EXTRA_CASES
+from tests.native_op_cases.base import ATOL, RTOL, A, IMG, Fn, OpCase, Rnn, WithParam, bn
 
 load_builtins()
-ATOL, RTOL = 1e-5, 1e-4
 
-
-class Fn(nn.Module):
-    """A module wrapping a function of its inputs (for ops without a layer)."""
-
-    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        return self.fn(*xs)
-
-
-class WithParam(nn.Module):
-    """fn(x, p) with a learnable parameter p of the given shape (broadcasting against weights)."""
-
-    def __init__(self, shape: tuple[int, ...], fn: Callable[..., torch.Tensor]) -> None:
-        super().__init__()
-        self.p = nn.Parameter(torch.randn(shape))
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x, self.p)
-
-
-class Rnn(nn.Module):
-    """A recurrent layer (a real submodule, so eval() reaches it) and what is done with its outputs; `state` says
-    how many initial-state inputs follow x (0: default zeros, 1: GRU's h0, 2: LSTM's (h0, c0))."""
-
-    def __init__(self, rnn: nn.Module, post: Callable[..., torch.Tensor] = lambda y, *_: y, state: int = 0) -> None:
-        super().__init__()
-        self.rnn, self.post, self.state = rnn, post, state
-
-    def forward(self, x: torch.Tensor, *states: torch.Tensor) -> torch.Tensor:
-        hx = None if not states else states[0] if self.state == 1 else tuple(states)
-        return self.post(*self.rnn(x, hx))
-
-
-def bn(channels: int, kind: type[nn.Module] = nn.BatchNorm2d) -> nn.Module:
-    """A batch norm with non-trivial running statistics and affine parameters."""
-    layer = kind(channels)
-    with torch.no_grad():
-        layer.running_mean.uniform_(-1, 1)
-        layer.running_var.uniform_(0.5, 2.0)
-        layer.weight.uniform_(0.5, 1.5)
-        layer.bias.uniform_(-0.5, 0.5)
-    return layer
-
-
-@dataclass
-class OpCase:
-    """One op case: the module to rebuild, its input shapes, the ATen targets it must exercise."""
-
-    id: str
-    make: Callable[[], nn.Module]
-    shapes: list[tuple[int, ...]]
-    covers: tuple[str, ...]
-    layouts: dict[str, str] = field(default_factory=dict)
-    ints: tuple[int, ...] = ()  # input positions holding int64 indices (values < 4)
-    atol: float = ATOL
-    rtol: float = RTOL
-    max_transposes: int | None = None
-
-
-A = "aten."
-IMG = (2, 4, 8, 8)
-CASES = [
+CORE_CASES = [
     # convolutions
     OpCase("conv2d", lambda: nn.Conv2d(4, 6, 3), [IMG], (A + "conv2d.default",), max_transposes=0),
     OpCase("conv2d-stride-pad", lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1), [IMG], (A + "conv2d.default",)),
@@ -261,6 +195,7 @@ CASES = [
         q, q * 0.5, (q - 0.3).neg(), attn_mask=m)), [(2, 3, 5, 8)], (A + "scaled_dot_product_attention.default",),
         layouts={"x": "source"}),
 ]
+CASES = CORE_CASES + EXTRA_CASES
 
 
 def _inputs(case: OpCase) -> list[torch.Tensor]:
@@ -290,6 +225,26 @@ def test_op_case(case: OpCase, tmp_path: Path) -> None:
     np.testing.assert_allclose(got, expected.numpy(), atol=case.atol, rtol=case.rtol)
     if case.max_transposes is not None:
         assert count_tf_ops(result.model, "Transpose") <= case.max_transposes
+    web = _tfjs_wasm_output(result, inputs, tmp_path / "web")
+    np.testing.assert_allclose(web, expected.numpy(), atol=case.tfjs_atol or case.atol, rtol=case.rtol,
+                               err_msg="TF.js (Node, wasm) differs from PyTorch")
+
+
+def _tfjs_wasm_output(result: object, inputs: list[torch.Tensor], web_dir: Path) -> np.ndarray:
+    """The generated model's SavedModel written as a TF.js graph model and run in Node on wasm; first output in
+    PyTorch layout."""
+    from bridge.runtime.node import node_status, run_graph_model
+    from bridge.tfjs.convert import TfjsOptions, convert_saved_model
+
+    status = node_status()
+    if not status.ok:
+        pytest.skip("Node harness unavailable: " + "; ".join(status.problems))
+    convert_saved_model(result.saved_model_dir, web_dir, TfjsOptions())  # type: ignore[attr-defined]
+    feeds = {i.name: i.to_tf(t.numpy()) for i, t in zip(result.inputs, inputs)}  # type: ignore[attr-defined]
+    run = run_graph_model(web_dir, [feeds], backends=["wasm"])["wasm"]
+    assert run.ok, run.error
+    first = result.outputs[0]  # type: ignore[attr-defined]
+    return first.to_torch(run.outputs[0][first.name])
 
 
 # Registered aliases a strict capture never produces (non-strict captures or other decompositions do); each

@@ -171,6 +171,15 @@ CASES: list[Case] = [
     Case("matmul_transpose_b_bias_relu", fn_case(
         lambda m, x: tf.nn.relu(tf.matmul(x, m.w, transpose_b=True) + m.b), [spec([None, 6])],
         lambda: {"w": var(5, [5, 6])(), "b": var(6, [5])()}), normal(3, 6), expect_ops("MatMul", "BiasAdd")),
+    # TF.js 4.22's wasm conv gets SAME padding wrong when one axis's stride exceeds its kernel and the other axis
+    # is padded (bridge/tfjs/same_padding.py): such convs become Pad + VALID (no Pad when every pad is 0).
+    Case("conv_same_stride_over_kernel", keras_case(seq((8, 8, 3), keras.layers.Conv2D(
+        5, (1, 3), strides=(2, 1), padding="same", activation="relu"))), normal(2, 8, 8, 3),
+         expect_ops("Pad", "_FusedConv2D")),
+    Case("depthwise_same_stride_over_kernel", keras_case(seq((7, 8, 4), keras.layers.DepthwiseConv2D(
+        (3, 1), strides=(1, 2), padding="same"))), normal(2, 7, 8, 4), expect_ops("Pad")),
+    Case("conv_same_1x1_stride2", keras_case(seq((8, 8, 3), keras.layers.Conv2D(4, 1, strides=2, padding="same"))),
+         normal(2, 8, 8, 3), expect_ops("_FusedConv2D", absent=("Pad",))),
     Case("conv_swish", keras_case(seq((8, 8, 3), _conv("swish"))), normal(2, 8, 8, 3),
          expect_ops("_FusedConv2D", "Sigmoid", "Mul")),
     Case("conv_residual_add_relu", keras_case(lambda: _residual()), normal(2, 8, 8, 4),
@@ -423,3 +432,23 @@ def test_missing_signature_names_the_available_ones(table_cache: dict[str, Any])
     with pytest.raises(BridgeError) as info:
         optimize_for_tfjs(path, signature="nope")
     assert "serving_default" in str(info.value) and "nope" in str(info.value)
+
+
+@pytest.mark.node
+def test_risky_same_conv_is_wrong_in_wasm_without_the_pad_rewrite(table_cache: dict[str, Any], node_ready: None,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Must-fail twin of conv_same_stride_over_kernel: left SAME, TF.js wasm's numbers are far from TF's."""
+    from bridge.runtime.node import run_graph_model
+    from bridge.tfjs import optimize
+
+    case = next(c for c in CASES if c.id == "conv_same_stride_over_kernel")
+    monkeypatch.setattr(optimize, "spell_out_risky_same_padding", lambda graph_def: 0)
+    graph = optimize_for_tfjs(saved_model(table_cache, case))
+    assert "Pad" not in graph.op_histogram
+    out = table_cache["root"] / "risky_same_unfixed"
+    convert_graph(graph, out, TfjsOptions())
+    inputs = case.inputs(np.random.default_rng(11))
+    want = reference(saved_model(table_cache, case), inputs)
+    got = run_graph_model(out, [inputs], backends=["wasm"])["wasm"].outputs[0]
+    key = next(iter(want))
+    assert np.abs(got[key] - want[key]).max() > 0.1

@@ -7,12 +7,13 @@ decomposed by torch's default decomposition table. Each IR node records its modu
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ def capture(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], *, 
     start, errors = time.perf_counter(), []
     for mode in ((True, False) if strict is None else (strict,)):
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _mha_fast_path_off():
                 program = torch.export.export(module, args, strict=mode, dynamic_shapes=shapes)
             program = program.run_decompositions(_decomp_table(keep))
         except Exception as exc:  # noqa: BLE001 - torch raises many types; both attempts are reported
@@ -71,6 +72,19 @@ def capture(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], *, 
     raise CaptureError("torch.export could not capture the model", stage="capture", details=errors,
                        hint="make forward() traceable (no data-dependent python control flow), or try the ONNX "
                             "route (route='onnx')")
+
+
+@contextlib.contextmanager
+def _mha_fast_path_off() -> Iterator[None]:
+    """Switch off nn.MultiheadAttention / nn.TransformerEncoderLayer's inference fast path while exporting, so the
+    graph holds the plain ops (linear, sdpa, layer_norm) instead of fused kernels like
+    aten._transformer_encoder_layer_fwd; the numbers are the same, the module's own setting is restored."""
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
 
 
 def _dynamic_shapes(args: tuple[torch.Tensor, ...],

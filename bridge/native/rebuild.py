@@ -245,5 +245,15 @@ def _parity(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor],
     """Max |TF - PyTorch| per output on the example inputs."""
     expected = torch_outputs(module, example_inputs)
     got = rebuild.run_torch_layout(*[t.detach().cpu().numpy() for t in example_inputs])
-    return {info.name: float(np.max(np.abs(g.astype(np.float64) - e.astype(np.float64)))) if e.size else 0.0
-            for info, g, e in zip(rebuild.outputs, got, expected)}
+    return {info.name: max_abs_error(g, e) for info, g, e in zip(rebuild.outputs, got, expected)}
+
+
+def max_abs_error(got: np.ndarray, want: np.ndarray) -> float:
+    """Max |got - want|, where equal infinities and NaN against NaN count as 0 and any other special value
+    mismatch as inf."""
+    g, w = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if not w.size:
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        diff = np.where((g == w) | (np.isnan(g) & np.isnan(w)), 0.0, np.abs(g - w))
+    return float(np.nan_to_num(diff, nan=np.inf, posinf=np.inf).max())

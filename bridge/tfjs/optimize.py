@@ -2,8 +2,8 @@
 
 The pipeline (doc tfjs-graph-model.md section 3, plus hardening): freeze; check ops; grappler pass 1; fold batch
 norms; Add->BiasAdd (also out of grappler's regrouped residual sums); pin contractions to CPU and grappler pass 2
-(remap); drop unused control-flow placeholders; PReLU; depthwise fusion; activations (PReLU, ...) into fused
-contractions; the un-fuse guard; rewrites (ops JS lacks or gets wrong, Switch control edges); prune; clear devices
+(remap); SAME padding the wasm backend gets wrong; drop unused control-flow placeholders; PReLU; depthwise fusion;
+activations (PReLU, ...) into fused contractions; the un-fuse guard; rewrites (ops JS lacks or gets wrong, Switch control edges); prune; clear devices
 and debug info; canonical function names; check ops and graph integrity again.
 Const nodes keep their values: the weights half (bridge.tfjs.weights) extracts them.
 """
@@ -21,6 +21,7 @@ from bridge.tfjs.freeze import TensorInfo, freeze_signature
 from bridge.tfjs.graph_names import canonicalize_functions, iter_all_nodes, node_name, parse_ref, remove_nodes
 from bridge.tfjs.grappler import PASS1_OPTIMIZERS, PASS2_OPTIMIZERS, run_grappler
 from bridge.tfjs.op_list import DEBUG_OPS, check_ops, needs_async
+from bridge.tfjs.same_padding import spell_out_risky_same_padding
 from bridge.tfjs.rewrites import (RENAMES, REWRITES, apply_rewrites, reroute_switch_control_inputs,
                                   split_strided_slice_shrink)
 
@@ -69,6 +70,7 @@ def optimize_graph_def(graph_def: Any, inputs: list[TensorInfo], outputs: list[T
     fusions.regroup_bias_adds(graph_def, protected)
     fusions.pin_contractions_to_cpu(graph_def)
     graph_def = run_grappler(graph_def, PASS2_OPTIMIZERS, inputs, outputs)
+    spell_out_risky_same_padding(graph_def)
 
     fusions.drop_unused_control_flow_inputs(graph_def)
     fusions.fuse_prelu(graph_def, protected)

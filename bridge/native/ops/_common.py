@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from bridge.native.ir import Node, Value
+from bridge.tfjs.same_padding import same_pad_clamped, tf_same_pads
 
 
 def ntuple(value: Any, n: int) -> tuple[int, ...]:
@@ -38,14 +39,6 @@ class Padding:
         return [[0, 0], *[list(p) for p in self.pads], [0, 0]][:rank]
 
 
-def tf_same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """The (before, after) padding TF's SAME uses on one axis."""
-    eff = (kernel - 1) * dilation + 1
-    out = -(-size // stride)
-    total = max((out - 1) * stride + eff - size, 0)
-    return total // 2, total - total // 2
-
-
 def window_padding(sizes: Sequence[int], outs: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
                    dilation: Sequence[int], before: Sequence[int]) -> Padding:
     """Padding reproducing PyTorch's output sizes `outs` from input `sizes` with `before` leading pads; the
@@ -59,9 +52,10 @@ def window_padding(sizes: Sequence[int], outs: Sequence[int], kernel: Sequence[i
         return Padding("VALID", pads_t)
     same = tuple(tf_same_pads(size, k, s, d) for size, k, s, d in zip(sizes, kernel, stride, dilation))
     outs_same = tuple(-(-size // s) for size, s in zip(sizes, stride))
-    if pads_t == same and tuple(outs) == outs_same:
+    if pads_t == same and tuple(outs) == outs_same and not any(map(same_pad_clamped, sizes, kernel, stride, dilation)):
         return Padding("SAME", pads_t)
     return Padding("EXPLICIT", pads_t)
+
 
 
 def static_dims(dims: Sequence[int | None]) -> bool:
