@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export BRIDGE_VENV := $(abspath $(VENV))
 
-.PHONY: setup demo test test-slow bench docs
+.PHONY: setup demo test test-slow bench bench-large docs
 setup:
 	@bash scripts/setup.sh
 
@@ -17,6 +17,10 @@ test: setup
 bench: setup
 	@[ -d benchmarks/ort_web/node_modules/onnxruntime-web ] || (cd benchmarks/ort_web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# A ~200 M-parameter model (800 MB float32) through the native route, the writer and TF.js wasm in Node: a few minutes.
+bench-large: setup
+	$(PY) benchmarks/large_model.py $(BENCH_ARGS)
 
 test-slow: setup
 	BRIDGE_SLOW=1 $(PY) -m pytest -q -ra --durations=25

@@ -54,6 +54,10 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", type=Path, metavar="FILE", help="state_dict (.pt/.pth, loaded with "
                    "weights_only=True) or .safetensors, for a file.py:Class MODEL")
     p.add_argument("--init-args", metavar="JSON", help="constructor arguments: a JSON list or object")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow MODEL or --weights to be a whole pickled module (torch.save(model)), loaded with "
+                        "weights_only=False: the file can run any code, so only for files you trust (recorded in "
+                        "the report)")
     p.add_argument("--route", choices=("auto", "native", "onnx"), default="auto",
                    help="how to reach TensorFlow: native (bridge's own rebuild, readable tf_model.py), onnx "
                         "(torch.onnx + onnx2tf), or auto (default: native, falling back to onnx with the reason)")
@@ -126,6 +130,8 @@ def _add_export_weights(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--weights", type=Path, metavar="FILE", help="state_dict for a file.py:Class MODEL")
     p.add_argument("--init-args", metavar="JSON", help="constructor arguments: a JSON list or object")
+    p.add_argument("--trust-pickle", action="store_true", help="allow a whole pickled module (torch.save(model)), "
+                   "loaded with weights_only=False: the file can run any code, so only for files you trust")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
 
 

@@ -83,3 +83,7 @@ class RuntimeStageError(BridgeError):
 
 class OutputError(BridgeError):
     """The output folder cannot be written (exists without --force, not writable)."""
+
+
+class ModelTooLargeError(BridgeError):
+    """The model's weights would not fit one TensorFlow GraphDef (protobuf's 2 GB message limit)."""

@@ -97,6 +97,29 @@ def check_unique_names(specs: Sequence[InputSpec]) -> None:
         seen.add(spec.name)
 
 
+INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
+
+
+def check_int32_range(specs: Sequence[InputSpec], samples: Sequence[Mapping[str, np.ndarray]]) -> None:
+    """Refuse integer sample values outside int32 before any work: TF and TF.js get integer inputs as int32 (TF.js has
+    no int64), so such values could not reach the web model unchanged."""
+    for spec in specs:
+        for index, sample in enumerate(samples):
+            value = sample.get(spec.name)
+            if value is None or np.asarray(value).dtype.kind not in "iu" or not np.asarray(value).size:
+                continue
+            low, high = int(np.min(value)), int(np.max(value))
+            if low < INT32_MIN or high > INT32_MAX:
+                bad = high if high > INT32_MAX else low
+                raise UsageError(
+                    f"input {spec.name!r} holds {bad} in sample input {index}, outside the int32 range "
+                    f"[{INT32_MIN}, {INT32_MAX}]: TF.js has no int64, so the web model takes integer inputs as int32",
+                    stage="inputs",
+                    hint=f"keep {spec.name!r} within int32: give sample values in range (--input "
+                         f"{spec.name}:SHAPE:int64:LOW..HIGH or --sample-inputs), and map larger ids into range in "
+                         "the model (e.g. modulo the table size) before the web model sees them")
+
+
 def make_sample_inputs(specs: Sequence[InputSpec], count: int = 3, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """Seeded random sample inputs, `count` sets; dynamic dimensions vary between sets."""
     rng = np.random.default_rng(seed)

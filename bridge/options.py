@@ -30,6 +30,7 @@ class ConvertOptions:
     node_backends: tuple[str, ...] = ("wasm", "cpu")
     browser: bool = True
     layers: bool = False  # --layers: bisect even when every stage passes
+    trust_pickle: bool = False  # --trust-pickle: a MODEL path may be a whole pickled module (weights_only=False)
     metadata: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -340,15 +340,16 @@ def replay_stage(ctx: Any, web_model: Path) -> StageResult:
     from bridge.parity import compare_outputs
     from bridge.tfjs.inspect import summarize
     from bridge.tfjs.reader import read_web_model
-    from bridge.tfjs.replay import replay_graph
+    from bridge.tfjs.replay import replay_samples
     from bridge.web_stages import signature_infos
 
     model = read_web_model(web_model)
     ctx.quantization_step, ctx.quantized_weights = quantization_figures(model)
     infos_in, infos_out = signature_infos(model.signature)
     names = [p.name for p in ctx.output_ports]
-    actual = [{k: v for k, v in replay_graph(model.graph_def, model.weights, s, infos_in, infos_out).items()
-               if k in names} for s in to_web_samples(ctx.samples, ctx.input_ports)]
+    replayed = replay_samples(model.graph_def, model.weights, to_web_samples(ctx.samples, ctx.input_ports),
+                              infos_in, infos_out)
+    actual = [{k: v for k, v in result.items() if k in names} for result in replayed]
     outputs = compare_outputs(actual, to_web_samples(ctx.reference, ctx.output_ports), ctx.tolerance("tfjs-graph"))
     summary = summarize(model)
     detail = f"{len(model.shards)} shard(s), {model.weight_bytes / 1e6:.2f} MB"

@@ -19,7 +19,8 @@ from bridge import __version__
 from bridge.atomic import atomic_output_dir, check_output_dir
 from bridge.context import ConversionContext
 from bridge.errors import BridgeError, UsageError
-from bridge.inputs import InputSpec, check_unique_names, make_sample_inputs, parse_input_spec
+from bridge.inputs import InputSpec, check_int32_range, check_unique_names, make_sample_inputs, parse_input_spec
+from bridge.limits import check_model_size
 from bridge.model_source import LoadedModel
 from bridge.options import ConvertOptions
 from bridge.progress import Progress
@@ -60,13 +61,15 @@ InputLike = InputSpec | str | np.ndarray | Any
 def convert(model: Any, inputs: Sequence[InputLike], out_dir: Path | str,
             options: ConvertOptions | None = None, *, sample_inputs: Sequence[Mapping[str, np.ndarray]] = (),
             quiet: bool = True, **overrides: Any) -> ConvertResult:
-    """Convert `model` (an nn.Module, a LoadedModel, or a path to an .onnx file) to `out_dir`.
+    """Convert `model` (an nn.Module, a LoadedModel, or a MODEL path as the CLI takes it: an .onnx file, a
+    TorchScript or torch.save file, a .pt2, or "file.py:Class") to `out_dir`.
 
     `inputs` are InputSpecs, spec strings ("x:1x3x64x64") or example tensors (names from forward()'s parameters).
-    Option fields may be given as keyword arguments (e.g. `route="onnx", layout="nchw"`).
+    Option fields may be given as keyword arguments (e.g. `route="onnx", layout="nchw"`); `trust_pickle=True`
+    allows a whole pickled module (torch.save(model)) to be loaded with weights_only=False, which runs its code.
     """
     options = _options(options, overrides)
-    loaded = _as_loaded(model)
+    loaded = _as_loaded(model, options)
     specs, given = _specs_from(inputs, loaded)
     samples = list(sample_inputs) + given
     samples += make_sample_inputs(specs, count=max(0, options.samples - len(samples)), seed=options.seed)
@@ -83,11 +86,15 @@ def _options(options: ConvertOptions | None, overrides: Mapping[str, Any]) -> Co
     return options
 
 
-def _as_loaded(model: Any) -> LoadedModel:
+def _as_loaded(model: Any, options: ConvertOptions) -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, (str, Path)) and str(model).endswith(".onnx"):
         return LoadedModel(kind="onnx", source=str(model), onnx_path=Path(model))
+    if isinstance(model, (str, Path)):
+        from bridge.model_source import load_model
+
+        return load_model(str(model), trust_pickle=options.trust_pickle)
     import torch
 
     if isinstance(model, torch.nn.Module):
@@ -133,11 +140,14 @@ def run_conversion(loaded: LoadedModel, specs: list[InputSpec], samples: list[di
                    out_dir: Path, options: ConvertOptions, progress: Progress) -> ConvertResult:
     """The pipeline proper: reference, route stages, web stages, reports; all inside an atomic output folder."""
     check_output_dir(out_dir.resolve(), options.force)
+    check_model_size(loaded.module, loaded.onnx_path, loaded.source)
+    check_int32_range(specs, samples)
     names, reference = _reference(loaded, specs, samples, options)
     with atomic_output_dir(out_dir, force=options.force) as staging:
         ctx = ConversionContext(module=loaded.module, onnx_source=loaded.onnx_path, specs=specs, samples=samples,
                                 output_names=names, reference=reference, options=options, staging=staging,
                                 progress=progress)
+        ctx.notes += _pickle_notes(loaded, progress)
         ctx.notes += _non_finite_weights(loaded.module, progress)
         route, stages, saved_model = _run_route(ctx)
         from bridge.web_stages import run_web_stages
@@ -158,6 +168,17 @@ def run_conversion(loaded: LoadedModel, specs: list[InputSpec], samples: list[di
         artifacts = sorted(p.name for p in staging.iterdir())
     return ConvertResult(out_dir=out_dir, status=report.status, stages=stages, report=report.to_dict(),
                          artifacts=[out_dir / a for a in artifacts], strict=options.strict)
+
+
+def _pickle_notes(loaded: LoadedModel, progress: Progress) -> list[str]:
+    """A warning when the model came from a pickle loaded with weights_only=False (--trust-pickle)."""
+    if not loaded.pickle_trusted:
+        return []
+    what = loaded.weights or loaded.source
+    note = (f"warning: --trust-pickle: {what} was loaded with torch.load(weights_only=False), so its pickle could "
+            "run code; only convert files you trust")
+    progress.note(f"  {note}")
+    return [note]
 
 
 def _non_finite_weights(module: Any, progress: Progress) -> list[str]:
@@ -245,11 +266,12 @@ def _make_report(ctx: ConversionContext, loaded: LoadedModel, route: str, stages
         statuses = [Status.FAIL if s is Status.SKIPPED else s for s in statuses]
     status = worst_status([s for s in statuses if s is not Status.SKIPPED]) if statuses else Status.FAIL
     model = {"source": loaded.source, "kind": loaded.kind, "parameters": loaded.parameter_count,
-             "weights": loaded.weights,
+             "weights": loaded.weights, "untrusted_pickle_loaded": loaded.pickle_trusted,
              "inputs": [_io(p.describe()) for p in ctx.input_ports],
              "outputs": [_io(p.describe()) for p in ctx.output_ports]}
     options = {"layout": ctx.options.layout, "quantize": list(ctx.options.quantize), "atol": ctx.options.atol,
-               "rtol": ctx.options.rtol, "strict": ctx.options.strict, "seed": ctx.options.seed}
+               "rtol": ctx.options.rtol, "strict": ctx.options.strict, "seed": ctx.options.seed,
+               "trust_pickle": ctx.options.trust_pickle or loaded.pickle_trusted}
     return Report(route=route, status=status, model=model, stages=stages, samples=len(ctx.samples),
                   artifacts=sorted(p.name + ("/" if p.is_dir() else "") for p in ctx.staging.iterdir())
                   + ["report.json", "report.md", "report.html", "parity/"],
@@ -269,11 +291,12 @@ def convert_from_cli(args: Any) -> ConvertResult:
                              quantize=tuple(args.quantize), shard_size=args.shard_size, atol=args.atol,
                              rtol=args.rtol, samples=args.samples, strict=args.strict, force=args.force,
                              verbose=args.verbose, browser=args.browser, layers=args.layers,
+                             trust_pickle=args.trust_pickle,
                              node_backends=tuple(b for b in args.node_backends.split(",") if b))
     specs = [parse_input_spec(text) for text in args.inputs]
     check_unique_names(specs)
     check_output_dir(args.out.resolve(), options.force)
-    loaded = load_model(args.model, weights=args.weights, init_args=args.init_args)
+    loaded = load_model(args.model, weights=args.weights, init_args=args.init_args, trust_pickle=args.trust_pickle)
     user_samples = load_sample_inputs(args.sample_inputs, specs) if args.sample_inputs else []
     progress = Progress(quiet=False)
     progress.note(f"bridge {__version__}: {args.model} -> {args.out}")

@@ -63,7 +63,7 @@ def tfjs_graph_stage(ctx: ConversionContext, saved_model: Path, web_model: Path,
     """Write the web model with bridge's writer, read it back, replay its exact graph in TensorFlow."""
     from bridge.tfjs.convert import TfjsOptions, convert_saved_model
     from bridge.tfjs.reader import read_web_model
-    from bridge.tfjs.replay import replay_graph
+    from bridge.tfjs.replay import replay_samples
 
     options = TfjsOptions(quantize=ctx.options.quantize, shard_size=ctx.options.shard_size,
                           metadata=dict(ctx.options.metadata), bridge_metadata=_bridge_metadata(ctx, route),
@@ -74,8 +74,9 @@ def tfjs_graph_stage(ctx: ConversionContext, saved_model: Path, web_model: Path,
     try:  # the web model exists from here on: a failure to replay it is this stage's failure, not the run's
         model = read_web_model(web_model)
         inputs, outputs = signature_infos(model.signature)
-        actual = [_named(replay_graph(model.graph_def, model.weights, sample, inputs, outputs), ctx)
-                  for sample in to_web_samples(ctx.samples, ctx.input_ports)]
+        replayed = replay_samples(model.graph_def, model.weights, to_web_samples(ctx.samples, ctx.input_ports),
+                                  inputs, outputs)
+        actual = [_named(result, ctx) for result in replayed]
     except BridgeError as exc:
         return StageResult("tfjs-graph", Status.FAIL, reason=str(exc), detail=detail, extra=_summary_extra(summary))
     return _parity(ctx, "tfjs-graph", actual, detail=detail, **_summary_extra(summary))

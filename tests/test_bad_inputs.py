@@ -13,7 +13,7 @@ import torch
 
 import bridge
 from bridge.cli import main as cli_main
-from bridge.errors import BridgeError, CaptureError
+from bridge.errors import BridgeError, CaptureError, ModelTooLargeError, UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 LINEAR = str(ROOT / "examples/linear/model.py:LinearModel")
@@ -32,6 +32,13 @@ class _NonTensor(torch.nn.Module):
 class _Raises(torch.nn.Module):
     def forward(self, x):  # type: ignore[no-untyped-def]
         raise ValueError("this model is broken")
+
+
+class _Ids(torch.nn.Module):
+    """Embedding-like: integer ids in, a float per id out (PyTorch runs it on int64 ids of any size)."""
+
+    def forward(self, ids):  # type: ignore[no-untyped-def]
+        return (ids % 1000).float() * 0.5
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -53,6 +60,8 @@ CLI_CASES = [
     ("not-onnx", ["{tmp}/fake.onnx"], 1, "ONNX"),
     ("bad-init-json", [LINEAR, "--init-args", "{nope", "--input", "x:4x2"], 2, "not JSON"),
     ("bad-node-backend", [LINEAR, "--input", "x:4x2", "--node-backends", "gpu"], 2, "unknown Node backend"),
+    ("int64-beyond-int32", [LINEAR, "--input", "x:4x2:int64:0..1099511627776"], 2, "outside the int32 range"),
+    ("whole-pickled-module", ["{tmp}/whole.pt", "--input", "x:4x2"], 1, "--trust-pickle"),
 ]
 
 
@@ -62,6 +71,7 @@ def test_bad_cli_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str], args
     _write(tmp_path / "empty.pt", b"")
     _write(tmp_path / "corrupt.pt", b"\x80\x04garbage" * 8)
     _write(tmp_path / "fake.onnx", b"this is not a protobuf")
+    torch.save(torch.nn.Linear(2, 1), tmp_path / "whole.pt")
     out = tmp_path / "out"
     result = cli_main(["convert", *[a.replace("{tmp}", str(tmp_path)) for a in args], "--out", str(out)])
     err = capsys.readouterr().err
@@ -72,57 +82,109 @@ def test_bad_cli_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str], args
 
 
 API_CASES = [
-    ("nested-outputs", _Nested(), CaptureError, "flat"),
-    ("non-tensor-output", _NonTensor(), CaptureError, "float"),
-    ("forward-raises", _Raises(), CaptureError, "this model is broken"),
+    # (id, module, inputs (specs or example tensors), error type, text in the error)
+    ("nested-outputs", _Nested(), ["x:2x3"], CaptureError, "flat"),
+    ("non-tensor-output", _NonTensor(), ["x:2x3"], CaptureError, "float"),
+    ("forward-raises", _Raises(), ["x:2x3"], CaptureError, "this model is broken"),
+    ("int64-ids-beyond-int32", _Ids(), [torch.tensor([[2**40, 3]])], UsageError, "holds 1099511627776"),
 ]
 
 
-@pytest.mark.parametrize("module, error, text", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
-def test_bad_models_through_the_api(tmp_path: Path, module: torch.nn.Module, error: type, text: str) -> None:
+@pytest.mark.parametrize("module, inputs, error, text", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_bad_models_through_the_api(tmp_path: Path, module: torch.nn.Module, inputs: list, error: type,
+                                    text: str) -> None:
     with pytest.raises(error) as info:
-        bridge.convert(module, ["x:2x3"], tmp_path / "out", browser=False)
+        bridge.convert(module, inputs, tmp_path / "out", browser=False)
     assert text in str(info.value) and isinstance(info.value, BridgeError)
+    assert info.value.stage and info.value.hint
     assert not (tmp_path / "out").exists()
 
 
-class _Lin(torch.nn.Module):
+class _Wide(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.fc = torch.nn.Linear(3, 2)
+        self.fc = torch.nn.Linear(64, 64)  # 16.6 kB of weights
 
     def forward(self, x):  # type: ignore[no-untyped-def]
         return self.fc(x)
 
 
-@pytest.mark.node
-def test_nan_weights_are_warned_and_parity_still_checked(tmp_path: Path) -> None:
-    model = _Lin().eval()
-    with torch.no_grad():
-        model.fc.weight[0, 0] = float("nan")
-    result = bridge.convert(model, ["x:2x3"], tmp_path / "out", browser=False, node_backends=("wasm",))
-    assert any("fc.weight" in n and "NaN" in n for n in result.report["notes"])
-    node = result.stage("tfjs-node-wasm")
-    assert node.outputs and node.outputs[0].nan_mismatch == 0  # NaN where PyTorch has NaN: checked, not hidden
+def test_model_over_the_protobuf_limit_is_refused_before_any_work(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the 2 GB limit shrunk to 10 kB, a 16.6 kB model is refused right after loading, before the reference
+    runs (a model whose forward would raise shows it: the size check comes first)."""
+    import bridge.limits as limits
+    import bridge.reference
+
+    monkeypatch.setattr(limits, "PROTOBUF_LIMIT_BYTES", 10_000)
+    monkeypatch.setattr(limits, "GRAPH_HEADROOM_BYTES", 0)
+    monkeypatch.setattr(bridge.reference, "run_reference", lambda *a, **k: pytest.fail("work was not spared"))
+    with pytest.raises(ModelTooLargeError) as info:
+        bridge.convert(_Wide(), ["x:1x64"], tmp_path / "out", browser=False)
+    error = info.value
+    assert error.stage == "load-model" and "protobuf" in error.message
+    assert "split the model" in (error.hint or "")
+    assert not (tmp_path / "out").exists()
 
 
-def _digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+def test_weight_size_estimate_needs_no_memory() -> None:
+    """A 3.6 GB model on the meta device (nothing allocated) is over the real limit; tied weights count once."""
+    from bridge.limits import check_model_size, module_weight_bytes
+
+    with torch.device("meta"):
+        big = torch.nn.Linear(30_000, 30_000)
+    assert module_weight_bytes(big) == (30_000 * 30_000 + 30_000) * 4
+    with pytest.raises(ModelTooLargeError, match="3.60 GB"):
+        check_model_size(big, None, "big")
+    tied = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False))
+    tied[1].weight = tied[0].weight
+    assert module_weight_bytes(tied) == 10 * 4 * 4
 
 
-@pytest.mark.node
-@pytest.mark.parametrize("route", ["native", "onnx"])
-def test_same_model_twice_gives_identical_web_model(tmp_path: Path, route: str) -> None:
-    from bridge.model_source import load_model
+# ------------------------------------------------------------------------------------- bridge tfjs (SavedModel in)
 
-    runs = []
-    for name in ("a", "b"):
-        loaded = load_model(str(ROOT / "examples/tiny_cnn/model.py:TinyCNN"),
-                            weights=ROOT / "examples/tiny_cnn/tiny_cnn.safetensors")
-        result = bridge.convert(loaded, ["x:1x3x32x32"], tmp_path / name, route=route, browser=False,
-                                node_backends=("wasm",))
-        runs.append(result)
-    assert _digest(tmp_path / "a" / "web_model") == _digest(tmp_path / "b" / "web_model")
-    figures = [[(s.name, [o.max_abs for o in s.outputs]) for s in r.stages] for r in runs]
-    assert figures[0] == figures[1]
-    assert json.loads((tmp_path / "a" / "report.json").read_text())["versions"]["tensorflow"]
+def _two_signature_saved_model(folder: Path) -> Path:
+    import tensorflow as tf
+
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 2], tf.float32)])
+        def double(self, x):  # type: ignore[no-untyped-def]
+            return {"y": x * 2.0}
+
+    module = Doubler()
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.double, "double": module.double})
+    return folder
+
+
+TFJS_CASES = [
+    # (id, args ({sm}: a SavedModel with signatures serving_default and double; {tmp}), exit code, texts in the error)
+    ("no-such-signature", ["{sm}", "--signature", "nosuch"], 1, ["'nosuch'", "serving_default", "double",
+                                                                 "--signature"]),
+    ("not-a-saved-model", ["{tmp}/empty_dir"], 1, ["not a SavedModel"]),
+    ("over-protobuf-limit", ["{sm}", "--signature", "double"], 1, ["protobuf", "split the model"]),
+]
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _two_signature_saved_model(tmp_path_factory.mktemp("sm") / "saved_model")
+
+
+@pytest.mark.parametrize("case", TFJS_CASES, ids=[c[0] for c in TFJS_CASES])
+def test_bad_tfjs_inputs(tmp_path: Path, saved_model: Path, capsys: pytest.CaptureFixture[str],
+                         monkeypatch: pytest.MonkeyPatch, case: tuple) -> None:  # type: ignore[type-arg]
+    import bridge.limits as limits
+
+    name, args, code, texts = case
+    if name == "over-protobuf-limit":  # the limit shrunk to 100 bytes: no 2 GB SavedModel needed
+        monkeypatch.setattr(limits, "PROTOBUF_LIMIT_BYTES", 100)
+        monkeypatch.setattr(limits, "GRAPH_HEADROOM_BYTES", 0)
+    (tmp_path / "empty_dir").mkdir()
+    out = tmp_path / "web"
+    argv = [a.replace("{sm}", str(saved_model)).replace("{tmp}", str(tmp_path)) for a in args]
+    result = cli_main(["tfjs", argv[0], str(out), *argv[1:]])
+    err = capsys.readouterr().err
+    assert result == code, err
+    assert "error: [tfjs-write]" in err and all(t in err for t in texts), err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".web")]

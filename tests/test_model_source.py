@@ -116,3 +116,102 @@ def test_bad_model_specs(tmp_path: Path, spec: str, error: type, text: str) -> N
     with pytest.raises(error) as info:
         load_model(spec.replace("{tmp}", str(tmp_path)), init_args=init)
     assert text in str(info.value)
+
+
+# ------------------------------------------------------------------------------- whole pickled modules (--trust-pickle)
+
+_NET_SOURCE = """
+import torch
+
+
+class PickledNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x))
+"""
+
+
+def _save_whole_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> Path:
+    """torch.save(model) of a class defined in an importable file `name`.py in tmp_path (on sys.path)."""
+    import importlib
+
+    (tmp_path / f"{name}.py").write_text(_NET_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(0)
+    path = tmp_path / "whole.pt"
+    torch.save(importlib.import_module(name).PickledNet(), path)
+    return path
+
+
+def test_whole_pickled_module_is_refused_naming_trust_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _save_whole_module(tmp_path, monkeypatch, "pickled_net_refused")
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(path))
+    text = str(info.value)
+    assert info.value.stage == "load-model" and "weights_only" in text
+    assert "--trust-pickle" in text and "run any code" in text
+
+
+def test_whole_pickled_module_loads_with_trust_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _save_whole_module(tmp_path, monkeypatch, "pickled_net_trusted")
+    loaded = load_model(str(path), trust_pickle=True)
+    assert loaded.kind == "pickled-module" and loaded.pickle_trusted and loaded.parameter_count == 8
+    assert not loaded.module.training
+
+
+def test_code_running_model_pickle_is_refused_without_the_flag(tmp_path: Path) -> None:
+    """As MODEL, in torch.save's zip format and as a raw pickle: refused, naming the flag; the payload never runs."""
+    marker = tmp_path / "pwned"
+    zipped, raw = tmp_path / "evil.pt", tmp_path / "evil.pth"
+    torch.save({"a": _Payload(str(marker))}, zipped)
+    with open(raw, "wb") as handle:
+        pickle.dump({"a": _Payload(str(marker))}, handle)
+    for path in (zipped, raw):
+        with pytest.raises(ModelLoadError) as info:
+            load_model(str(path))
+        assert "--trust-pickle" in str(info.value)
+    assert not marker.exists()
+
+
+def test_whole_module_as_weights_needs_trust_pickle(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text("import torch\n\ndef make():\n    return torch.nn.Sequential(torch.nn.Linear(2, 1))\n")
+    whole = torch.nn.Sequential(torch.nn.Linear(2, 1))
+    torch.save(whole, tmp_path / "whole.pt")
+    spec = f"{tmp_path / 'm.py'}:make"
+    with pytest.raises(ModelLoadError) as info:
+        load_model(spec, weights=tmp_path / "whole.pt")
+    assert "--trust-pickle" in str(info.value)
+    loaded = load_model(spec, weights=tmp_path / "whole.pt", trust_pickle=True)
+    assert loaded.pickle_trusted
+    assert torch.equal(loaded.module[0].weight, whole[0].weight)
+
+
+def test_state_dict_weights_never_count_as_trusted_pickle(tmp_path: Path) -> None:
+    path = tmp_path / "w.pt"
+    torch.save({"a": torch.tensor([1.0, 1.0]), "b": torch.tensor([0.5])}, path)
+    assert not load_model(f"{LINEAR}:LinearModel", weights=path, trust_pickle=True).pickle_trusted
+
+
+@pytest.mark.node
+def test_cli_converts_a_whole_pickled_module_with_trust_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from bridge.cli import main as cli_main
+
+    path = _save_whole_module(tmp_path, monkeypatch, "pickled_net_cli")
+    out = tmp_path / "out"
+    args = ["convert", str(path), "--input", "x:2x3", "--out", str(out), "--route", "native", "--no-browser",
+            "--node-backends", "wasm"]
+    assert cli_main(args) == 1
+    assert "--trust-pickle" in capsys.readouterr().err and not out.exists()
+    assert cli_main([*args, "--trust-pickle"]) == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["kind"] == "pickled-module" and report["model"]["untrusted_pickle_loaded"] is True
+    assert report["options"]["trust_pickle"] is True
+    assert any("--trust-pickle" in note for note in report["notes"])
+    assert "untrusted pickle" in (out / "report.md").read_text()
+    assert "Untrusted pickle loading was allowed" in (out / "report.html").read_text()

@@ -291,20 +291,22 @@ def test_generated_source_is_readable(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ unsupported ops, registry
 
 class Unsupported(nn.Module):
-    """Two different ops without converters, used from two modules."""
+    """Ops without converters (and a pool whose indices are read), used from two modules."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.head = nn.Sequential(nn.Linear(4, 4), Cumsum())
-        self.pool = nn.MaxPool2d(2, dilation=2)
+        self.head = nn.Sequential(nn.Linear(4, 4), Atan())
+        self.pool = nn.MaxPool2d(2, return_indices=True)
 
     def forward(self, x: torch.Tensor, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.flip(self.head(x), [1]), self.pool(img)
+        values, indices = self.pool(img)
+        warped = F.grid_sample(img, x.reshape(1, 2, 4, 1)[..., :1].expand(1, 2, 4, 2), align_corners=False)
+        return torch.linalg.det(self.head(x).reshape(2, 2, 2)), values * indices + warped.mean()
 
 
-class Cumsum(nn.Module):
+class Atan(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cumsum(x, 1)
+        return torch.atan(x)
 
 
 def test_unsupported_ops_are_all_reported(tmp_path: Path) -> None:
@@ -312,10 +314,11 @@ def test_unsupported_ops_are_all_reported(tmp_path: Path) -> None:
         rebuild_tf(Unsupported().eval(), [torch.randn(2, 4), torch.randn(1, 2, 9, 9)], tmp_path)
     err = info.value
     assert err.stage == "rebuild-tf"
-    assert set(err.ops) == {"aten.cumsum.default", "aten.flip.default",
-                            "aten.max_pool2d.default (dilated max pooling)"}
-    assert any("head.1" in where for where in err.ops["aten.cumsum.default"])
-    assert any("test_native_models.py:" in where for where in err.ops["aten.flip.default"])
+    assert set(err.ops) == {"aten.atan.default", "aten._linalg_det.default", "aten.grid_sampler_2d.default",
+                            "aten.max_pool2d_with_indices.default (the indices output is used (only the pooled "
+                            "values convert))"}, sorted(err.ops)
+    assert any("head.1" in where for where in err.ops["aten.atan.default"])
+    assert any("test_native_models.py:" in where for where in err.ops["aten.grid_sampler_2d.default"])
     assert "ONNX route" in (err.hint or "") and "register_converter" in (err.hint or "")
     assert not (tmp_path / "tf_model.py").exists()
 
@@ -323,12 +326,12 @@ def test_unsupported_ops_are_all_reported(tmp_path: Path) -> None:
 def test_user_converter_fills_a_gap(tmp_path: Path) -> None:
     user = ConverterRegistry("user", fallback=BUILTINS)
 
-    @user.converter("aten.cumsum.default", layout=LayoutPolicy.AXES, emits=("Cumsum",))
-    def cumsum(ctx: OpContext, node: Node) -> str:
-        """aten::cumsum(Tensor self, int dim, *, ScalarType? dtype=None) -> Tensor"""
-        return f"tf.math.cumsum({ctx.t('self')}, axis={ctx.axis(ctx.arg('dim'), 'self')})"
+    @user.converter("aten.atan.default", layout=LayoutPolicy.ANY, emits=("Atan",))
+    def atan(ctx: OpContext, node: Node) -> str:
+        """aten::atan(Tensor self) -> Tensor"""
+        return f"tf.math.atan({ctx.t('self')})"
 
-    module = nn.Sequential(nn.Linear(4, 4), Cumsum()).eval()
+    module = nn.Sequential(nn.Linear(4, 4), Atan()).eval()
     x = torch.randn(2, 4)
     result = rebuild_tf(module, [x], tmp_path, converters=user)
     with torch.no_grad():

@@ -197,9 +197,10 @@ class _GraphBuilder:
         for ugly, nice in _NAME_ALIASES:
             base = base.replace(ugly, nice)
         vals = list(val) if isinstance(val, (tuple, list)) else [val]
+        read = {u.args[1] for u in fx_node.users if u.target is operator.getitem}
         outputs: list[Value | None] = []
         for i, item in enumerate(vals):
-            if item is None:
+            if item is None or (i > 0 and i not in read):  # an extra output nothing reads (e.g. pool indices)
                 outputs.append(None)
                 continue
             shape, dtype = _val_meta(item)

@@ -103,19 +103,21 @@ def _js_dtype(values: np.ndarray) -> str:
 
 # ------------------------------------------------------------------------------------------------ command line
 
-def load_state_dict(spec: str, weights: Path | None = None, init_args: str | None = None) -> dict[str, Any]:
+def load_state_dict(spec: str, weights: Path | None = None, init_args: str | None = None, *,
+                    trust_pickle: bool = False) -> dict[str, Any]:
     """The state_dict named by a command-line MODEL: a state_dict file (.safetensors, .pt, .pth), or a model
-    (file.py:Class with optional --weights, TorchScript, .pt2) whose state_dict is taken."""
+    (file.py:Class with optional --weights, TorchScript, .pt2, or with `trust_pickle` a whole pickled module) whose
+    state_dict is taken."""
     from bridge.model_source import load_model, read_state_dict
 
     path = Path(spec)
     if path.suffix in STATE_DICT_SUFFIXES and path.is_file() and weights is None and init_args is None:
         try:
-            return read_state_dict(path)
+            return read_state_dict(path, trust_pickle=trust_pickle)
         except ModelLoadError:
             if path.suffix == ".safetensors":
                 raise  # else it may be a TorchScript file: load_model tries that
-    loaded = load_model(spec, weights=weights, init_args=init_args)
+    loaded = load_model(spec, weights=weights, init_args=init_args, trust_pickle=trust_pickle)
     if loaded.module is None:
         raise UsageError(f"{spec} is an ONNX file: it has no PyTorch state_dict to export", stage=STAGE,
                          hint="pass the PyTorch model (file.py:Class --weights W) or its state_dict file")
@@ -128,7 +130,8 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
         from bridge.quiet import import_tensorflow
 
         import_tensorflow()  # the tfjs writer needs TensorFlow's dtypes: import it with its chatter hidden
-    state = load_state_dict(args.model, args.weights, args.init_args)
+    trust_pickle = bool(getattr(args, "trust_pickle", False))  # Namespaces built by hand may lack it
+    state = load_state_dict(args.model, args.weights, args.init_args, trust_pickle=trust_pickle)
     result = export_weights(state, args.out, args.format, force=args.force)
     print(f"wrote {result.count} weight(s), {result.total_bytes:,} bytes, as {result.format} in {result.out_dir}: "
           f"{', '.join(result.files[:4])}{' ...' if len(result.files) > 4 else ''}")

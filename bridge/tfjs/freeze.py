@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import BridgeError, ConversionError, ModelLoadError
+from bridge.errors import ConversionError, ModelLoadError
+from bridge.limits import check_weight_bytes, saved_model_weight_bytes
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,8 @@ def _shape_list(shape: Any) -> list[int] | None:
 def load_signature(saved_model_dir: Path, signature: str) -> tuple[Any, Any]:
     """Load the SavedModel (tag ``serve``) and return ``(loaded object, concrete function of `signature`)``.
 
-    Raises `ModelLoadError` if the folder is not a loadable SavedModel and `BridgeError` naming the available
-    signatures if `signature` is missing."""
+    Raises `ModelLoadError` if the folder is not a loadable SavedModel, or naming the available signatures if
+    `signature` is missing."""
     import tensorflow as tf
 
     path = Path(saved_model_dir)
@@ -90,9 +91,8 @@ def load_signature(saved_model_dir: Path, signature: str) -> tuple[Any, Any]:
     signatures = dict(loaded.signatures)
     if signature not in signatures:
         available = ", ".join(sorted(signatures)) or "(none)"
-        raise BridgeError(f"SavedModel {path} has no signature {signature!r}; available: {available}",
-                          stage="tfjs-write", hint="pick one of the available signatures",
-                          details=[f"available signature: {name}" for name in sorted(signatures)])
+        raise ModelLoadError(f"SavedModel {path} has no signature {signature!r}; it has: {available}",
+                             stage="tfjs-write", hint=f"pass --signature with one of: {available}")
     return loaded, signatures[signature]
 
 
@@ -134,6 +134,7 @@ def freeze_signature(saved_model_dir: Path, signature: str = "serving_default", 
     import tensorflow as tf
     from tensorflow.python.framework import convert_to_constants
 
+    check_weight_bytes(saved_model_weight_bytes(Path(saved_model_dir)), f"SavedModel {saved_model_dir}", "tfjs-write")
     loaded, func = load_signature(saved_model_dir, signature)
     try:
         with quiet_tf():

@@ -76,6 +76,14 @@ def replay_graph(graph_def: Any, weights: Mapping[str, np.ndarray], inputs: Mapp
                  fetch: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Run the graph in TensorFlow: `inputs` keyed by signature key or tensor name; returns outputs keyed by
     signature key, plus one entry per `fetch` name (a node name or ``node:i`` tensor name)."""
+    return replay_samples(graph_def, weights, [inputs], input_infos, output_infos, fetch)[0]
+
+
+def replay_samples(graph_def: Any, weights: Mapping[str, np.ndarray], samples: Sequence[Mapping[str, np.ndarray]],
+                   input_infos: Sequence[TensorInfo], output_infos: Sequence[TensorInfo],
+                   fetch: Sequence[str] = ()) -> list[dict[str, np.ndarray]]:
+    """`replay_graph` for several input sets: the weights are restored and the graph imported once (on a large model
+    that is most of the work, and each import holds the weights several times over), then run per set."""
     import tensorflow as tf
     from tensorflow.core.framework import graph_pb2
 
@@ -83,24 +91,36 @@ def replay_graph(graph_def: Any, weights: Mapping[str, np.ndarray], inputs: Mapp
     work.CopyFrom(graph_def)
     restore_weights(work, weights)
     make_tf_runnable(work)
+    feeds = [_feeds(inputs, input_infos) for inputs in samples]
+    names = [o.name for o in output_infos] + [_fetch_tensor(f) for f in fetch]
+    graph = tf.Graph()
+    try:
+        with quiet_tf(), graph.as_default():
+            tf.import_graph_def(work, name="")
+            del work  # the graph holds the weights now
+            with tf.compat.v1.Session(graph=graph) as session:
+                runs = [session.run(names, feed_dict=feed) for feed in feeds]
+    except Exception as exc:  # import and run errors come in many TF types
+        raise ConversionError(f"replaying the TF.js graph in TensorFlow failed: {exc}", stage=STAGE) from exc
+    results = []
+    for values in runs:
+        result = {o.key: np.asarray(v) for o, v in zip(output_infos, values)}
+        result.update({f: np.asarray(v) for f, v in zip(fetch, values[len(output_infos):])})
+        results.append(result)
+    return results
+
+
+def _feeds(inputs: Mapping[str, np.ndarray], input_infos: Sequence[TensorInfo]) -> dict[str, np.ndarray]:
+    """One input set as a feed dict keyed by tensor name, in each input's declared dtype."""
+    import tensorflow as tf
+
     feeds: dict[str, np.ndarray] = {}
     for info in input_infos:
         value = inputs.get(info.key, inputs.get(info.name))
         if value is None:
             raise ConversionError(f"replay: no value for input {info.key!r} ({info.name})", stage=STAGE)
         feeds[info.name] = np.asarray(value).astype(tf.dtypes.as_dtype(_dtype_enum(info.dtype)).as_numpy_dtype)
-    names = [o.name for o in output_infos] + [_fetch_tensor(f) for f in fetch]
-    graph = tf.Graph()
-    try:
-        with quiet_tf(), graph.as_default():
-            tf.import_graph_def(work, name="")
-            with tf.compat.v1.Session(graph=graph) as session:
-                values = session.run(names, feed_dict=feeds)
-    except Exception as exc:  # import and run errors come in many TF types
-        raise ConversionError(f"replaying the TF.js graph in TensorFlow failed: {exc}", stage=STAGE) from exc
-    result = {o.key: np.asarray(v) for o, v in zip(output_infos, values)}
-    result.update({f: np.asarray(v) for f, v in zip(fetch, values[len(output_infos):])})
-    return result
+    return feeds
 
 
 def _dtype_enum(name: str) -> int:

@@ -2,5 +2,5 @@
 
 from __future__ import annotations
 
-from bridge.native.ops import (activation, attention, conv, creation, elementwise, linear, norm,  # noqa: F401
+from bridge.native.ops import (activation, attention, conv, creation, elementwise, indexing, linear, norm,  # noqa: F401
                               pool, recurrent, reduce, shape)

@@ -5,21 +5,23 @@ from __future__ import annotations
 from bridge.native.codegen import OpContext, lit
 from bridge.native.ir import Node
 from bridge.native.layout import same_layout
+from bridge.native.ops.elementwise import Unary, register_unary
 from bridge.native.registry import LayoutPolicy, converter
 
 ANY = LayoutPolicy.ANY
 
-
-@converter("aten.relu.default", layout=ANY, emits=("Relu",))
-def relu(ctx: OpContext, node: Node) -> str:
-    """aten::relu(Tensor self) -> Tensor"""
-    return f"tf.nn.relu({ctx.t('self')})"
-
-
-@converter("aten.relu6.default", layout=ANY, emits=("Relu6",))
-def relu6(ctx: OpContext, node: Node) -> str:
-    """aten::relu6(Tensor self) -> Tensor"""
-    return f"tf.nn.relu6({ctx.t('self')})"
+# One-line activations of `self` ({x}); the schema is `aten::<name>(Tensor self) -> Tensor` unless given.
+register_unary(__name__, [
+    Unary("aten.relu.default", "tf.nn.relu({x})", ("Relu",)),
+    Unary("aten.relu6.default", "tf.nn.relu6({x})", ("Relu6",)),
+    Unary("aten.silu.default", "{x} * tf.math.sigmoid({x})", ("Sigmoid", "Mul")),
+    Unary("aten.sigmoid.default", "tf.math.sigmoid({x})", ("Sigmoid",)),
+    Unary("aten.tanh.default", "tf.math.tanh({x})", ("Tanh",)),
+    Unary("aten.hardswish.default", "{x} * tf.nn.relu6({x} + 3.0) / 6.0", ("Relu6", "AddV2", "Mul", "RealDiv")),
+    Unary("aten.hardsigmoid.default", "tf.nn.relu6({x} + 3.0) / 6.0", ("Relu6", "AddV2", "RealDiv")),
+    # mish(x) = x * tanh(softplus(x)); TF's softplus matches PyTorch's threshold-20 one to float precision
+    Unary("aten.mish.default", "{x} * tf.math.tanh(tf.math.softplus({x}))", ("Softplus", "Tanh", "Mul")),
+])
 
 
 @converter("aten.hardtanh.default", layout=ANY, emits=("Relu6", "ClipByValue"))
@@ -53,36 +55,16 @@ def gelu(ctx: OpContext, node: Node) -> str:
     return f"tf.nn.gelu({ctx.t('self')}, approximate={ctx.arg('approximate', 'none') == 'tanh'})"
 
 
-@converter("aten.silu.default", layout=ANY, emits=("Sigmoid", "Mul"))
-def silu(ctx: OpContext, node: Node) -> str:
-    """aten::silu(Tensor self) -> Tensor"""
-    x = ctx.t("self")
-    return f"{x} * tf.math.sigmoid({x})"
-
-
-@converter("aten.sigmoid.default", layout=ANY, emits=("Sigmoid",))
-def sigmoid(ctx: OpContext, node: Node) -> str:
-    """aten::sigmoid(Tensor self) -> Tensor"""
-    return f"tf.math.sigmoid({ctx.t('self')})"
-
-
-@converter("aten.tanh.default", layout=ANY, emits=("Tanh",))
-def tanh(ctx: OpContext, node: Node) -> str:
-    """aten::tanh(Tensor self) -> Tensor"""
-    return f"tf.math.tanh({ctx.t('self')})"
-
-
-@converter("aten.hardswish.default", layout=ANY, emits=("Relu6", "AddV2", "Mul", "RealDiv"))
-def hardswish(ctx: OpContext, node: Node) -> str:
-    """aten::hardswish(Tensor self) -> Tensor"""
-    x = ctx.t("self")
-    return f"{x} * tf.nn.relu6({x} + 3.0) / 6.0"
-
-
-@converter("aten.hardsigmoid.default", layout=ANY, emits=("Relu6", "AddV2", "RealDiv"))
-def hardsigmoid(ctx: OpContext, node: Node) -> str:
-    """aten::hardsigmoid(Tensor self) -> Tensor"""
-    return f"tf.nn.relu6({ctx.t('self')} + 3.0) / 6.0"
+@converter("aten.softplus.default", layout=ANY, emits=("Softplus", "Mul", "RealDiv", "Greater", "SelectV2"))
+def softplus(ctx: OpContext, node: Node) -> str:
+    """aten::softplus(Tensor self, Scalar beta=1, Scalar threshold=20) -> Tensor
+    (x where beta * x > threshold, else log(1 + exp(beta * x)) / beta)"""
+    beta, threshold, x = float(ctx.arg("beta", 1)), float(ctx.arg("threshold", 20)), ctx.t("self")
+    if (beta, threshold) == (1.0, 20.0):  # TF's own cut-off gives the same values to float precision
+        return f"tf.math.softplus({x})"
+    scaled = x if beta == 1.0 else f"{x} * {lit(beta)}"
+    smooth = f"tf.math.softplus({scaled})" if beta == 1.0 else f"tf.math.softplus({scaled}) / {lit(beta)}"
+    return f"tf.where({scaled} > {lit(threshold)}, {x}, {smooth})"
 
 
 @converter("aten.softmax.int", layout=LayoutPolicy.AXES, rule=same_layout, emits=("Softmax",))

@@ -1,12 +1,89 @@
-"""Elementwise arithmetic (any layout; operands are broadcast-aligned by the layout pass)."""
+"""Elementwise ops: unary math, arithmetic, remainders, casts, comparisons, where and logical ops (any layout;
+operands are broadcast-aligned by the layout pass)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Iterable
+
 from bridge.native.codegen import OpContext, lit
 from bridge.native.ir import Node, Value
-from bridge.native.registry import LayoutPolicy, converter
+from bridge.native.registry import CheckFn, ConverterFn, LayoutPolicy, converter
 
 ANY = LayoutPolicy.ANY
+
+
+# ---------------------------------------------------------------------------------------- one-line unary ops
+
+@dataclass(frozen=True)
+class Unary:
+    """A same-shape converter that is one TF expression of its input: `template` holds `{x}` where the input
+    (`self`) goes. `schema` is the ATen schema (default `aten::<name>(Tensor self) -> Tensor`)."""
+
+    target: str
+    template: str
+    emits: tuple[str, ...]
+    schema: str = ""
+    check: CheckFn | None = None
+
+    @property
+    def name(self) -> str:
+        """The op name in the target (`relu` of `aten.relu.default`)."""
+        return self.target.split(".")[1]
+
+    @property
+    def doc(self) -> str:
+        """The converter's docstring: the ATen schema."""
+        return self.schema or f"aten::{self.name}(Tensor self) -> Tensor"
+
+
+def register_unary(module: str, table: Iterable[Unary]) -> None:
+    """Register a converter for each entry of `table`, as defined in family `module` (pass `__name__`: the
+    supported-ops document lists a converter under its module)."""
+    for entry in table:
+        converter(entry.target, layout=ANY, emits=entry.emits, check=entry.check)(unary_converter(entry, module))
+
+
+def unary_converter(entry: Unary, module: str) -> ConverterFn:
+    """The converter function of one table entry, named and documented like a hand-written one."""
+    def convert(ctx: OpContext, node: Node) -> str:
+        return entry.template.format(x=ctx.t("self"))
+    convert.__doc__ = entry.doc
+    convert.__name__ = convert.__qualname__ = entry.name
+    convert.__module__ = module
+    return convert
+
+
+def bool_only(node: Node) -> str | None:
+    """Check of the bitwise ops: they convert on bool tensors only, as logical ops (TF.js has no integer
+    bitwise ops but BitwiseAnd)."""
+    dtypes = {value.dtype for _, value in node.tensor_args()}
+    return None if dtypes == {"bool"} else f"on {'/'.join(sorted(dtypes))} tensors; only bool ones convert"
+
+
+# `self` is {x}; the schema is `aten::<name>(Tensor self) -> Tensor` unless given.
+register_unary(__name__, [
+    Unary("aten.neg.default", "tf.math.negative({x})", ("Neg",)),
+    Unary("aten.exp.default", "tf.math.exp({x})", ("Exp",)),
+    Unary("aten.log.default", "tf.math.log({x})", ("Log",)),
+    Unary("aten.sqrt.default", "tf.math.sqrt({x})", ("Sqrt",)),
+    Unary("aten.rsqrt.default", "tf.math.rsqrt({x})", ("Rsqrt",)),
+    Unary("aten.abs.default", "tf.math.abs({x})", ("Abs",)),
+    Unary("aten.log1p.default", "tf.math.log1p({x})", ("Log1p",)),
+    Unary("aten.expm1.default", "tf.math.expm1({x})", ("Expm1",)),
+    Unary("aten.floor.default", "tf.math.floor({x})", ("Floor",)),
+    Unary("aten.ceil.default", "tf.math.ceil({x})", ("Ceil",)),
+    Unary("aten.round.default", "tf.math.round({x})", ("Round",)),  # half to even, like PyTorch and TF.js
+    Unary("aten.trunc.default", "tf.where({x} < 0, tf.math.ceil({x}), tf.math.floor({x}))",
+          ("Less", "Ceil", "Floor", "SelectV2")),  # TF has no float Trunc op
+    Unary("aten.sin.default", "tf.math.sin({x})", ("Sin",)),
+    Unary("aten.cos.default", "tf.math.cos({x})", ("Cos",)),
+    Unary("aten.erf.default", "tf.math.erf({x})", ("Erf",)),
+    Unary("aten.sign.default", "tf.math.sign({x})", ("Sign",)),
+    Unary("aten.reciprocal.default", "tf.math.reciprocal({x})", ("Reciprocal",)),
+    Unary("aten.bitwise_not.default", "tf.math.logical_not({x})", ("LogicalNot",),
+          "aten::bitwise_not(Tensor self) -> Tensor   (bool tensors only)", bool_only),
+])
 
 
 def operand(ctx: OpContext, name: str) -> str:
@@ -91,26 +168,103 @@ def clamp(ctx: OpContext, node: Node) -> str:
     return f"tf.minimum({x}, {lit(float(high))})" if high is not None else x
 
 
-_UNARY = {
-    "aten.neg.default": ("tf.math.negative", "Neg"),
-    "aten.exp.default": ("tf.math.exp", "Exp"),
-    "aten.log.default": ("tf.math.log", "Log"),
-    "aten.sqrt.default": ("tf.math.sqrt", "Sqrt"),
-    "aten.rsqrt.default": ("tf.math.rsqrt", "Rsqrt"),
-    "aten.abs.default": ("tf.math.abs", "Abs"),
-}
+@converter("aten.clamp.Tensor", layout=ANY, emits=("Maximum", "Minimum", "Cast"))
+def clamp_tensor(ctx: OpContext, node: Node) -> str:
+    """aten::clamp.Tensor(Tensor self, Tensor? min=None, Tensor? max=None) -> Tensor"""
+    x = operand(ctx, "self")
+    if ctx.has("min"):
+        x = f"tf.maximum({x}, {operand(ctx, 'min')})"
+    return f"tf.minimum({x}, {operand(ctx, 'max')})" if ctx.has("max") else x
 
 
-def _unary(function: str, tf_op: str, target: str) -> None:
-    def convert(ctx: OpContext, node: Node) -> str:
-        return f"{function}({ctx.t('self')})"
-    convert.__doc__ = f"aten::{target.split('.')[1]}(Tensor self) -> Tensor"
-    convert.__name__ = target.split(".")[1]
-    converter(target, layout=ANY, emits=(tf_op,))(convert)
+@converter("aten.pow.Scalar", layout=ANY, emits=("Pow",))
+def pow_scalar_base(ctx: OpContext, node: Node) -> str:
+    """aten::pow.Scalar(Scalar self, Tensor exponent) -> Tensor"""
+    return f"tf.math.pow({operand(ctx, 'self')}, {operand(ctx, 'exponent')})"
 
 
-for _target, (_function, _op) in _UNARY.items():
-    _unary(_function, _op, _target)
+@converter("aten.pow.Tensor_Tensor", layout=ANY, emits=("Pow", "Cast"))
+def pow_tensor(ctx: OpContext, node: Node) -> str:
+    """aten::pow.Tensor_Tensor(Tensor self, Tensor exponent) -> Tensor"""
+    return f"tf.math.pow({operand(ctx, 'self')}, {operand(ctx, 'exponent')})"
+
+
+@converter("aten.round.decimals", layout=ANY, emits=("Round", "Mul", "RealDiv"))
+def round_decimals(ctx: OpContext, node: Node) -> str:
+    """aten::round.decimals(Tensor self, *, int decimals) -> Tensor   (half to even at the given decimal)"""
+    decimals, x = int(ctx.arg("decimals", 0)), ctx.t("self")
+    if decimals >= 0:  # PyTorch's own order of operations, so ties land on the same side
+        scale = lit(10.0 ** decimals)
+        return f"tf.math.round({x} * {scale}) / {scale}"
+    scale = lit(10.0 ** -decimals)
+    return f"tf.math.round({x} / {scale}) * {scale}"
+
+
+# ---------------------------------------------------------------------------------------- rounding division, remainders
+
+@converter("aten.remainder.Tensor", "aten.remainder.Scalar", layout=ANY, emits=("FloorMod", "Cast"))
+def remainder(ctx: OpContext, node: Node) -> str:
+    """aten::remainder.Tensor(Tensor self, Tensor other) -> Tensor
+    (also remainder.Scalar(Tensor self, Scalar other); the result takes the divisor's sign, like TF's floormod)"""
+    return f"tf.math.floormod({operand(ctx, 'self')}, {operand(ctx, 'other')})"
+
+
+def _magnitude(ctx: OpContext, name: str) -> str:
+    """|operand| (a scalar's absolute value is taken here, so its literal keeps the output dtype)."""
+    if ctx.has(name):
+        return f"tf.math.abs({operand(ctx, name)})"
+    value = ctx.arg(name)
+    return lit(abs(float(value))) if _is_float(ctx.out().dtype) else lit(abs(int(value)))
+
+
+@converter("aten.fmod.Tensor", "aten.fmod.Scalar", layout=ANY,
+           emits=("FloorMod", "Abs", "Less", "Neg", "SelectV2", "Cast"))
+def fmod(ctx: OpContext, node: Node) -> str:
+    """aten::fmod.Tensor(Tensor self, Tensor other) -> Tensor
+    (also fmod.Scalar(Tensor self, Scalar other); the result takes the dividend's sign: TF's truncatemod, which
+    TF.js lacks, spelled as +-floormod(|self|, |other|))"""
+    dividend = operand(ctx, "self")
+    magnitude = f"tf.math.floormod(tf.math.abs({dividend}), {_magnitude(ctx, 'other')})"
+    return f"tf.where({dividend} < 0, -{magnitude}, {magnitude})"
+
+
+@converter("aten.div.Tensor_mode", layout=ANY,
+           emits=("RealDiv", "FloorDiv", "Floor", "Ceil", "Less", "SelectV2", "Cast"))
+def div_mode(ctx: OpContext, node: Node) -> str:
+    """aten::div.Tensor_mode(Tensor self, Tensor other, *, str? rounding_mode) -> Tensor
+    (rounding_mode None, 'floor' or 'trunc'; a scalar `other` is captured as this overload too)"""
+    a, b, mode = operand(ctx, "self"), operand(ctx, "other"), ctx.arg("rounding_mode")
+    if mode is None:
+        return f"{a} / {b}"
+    if mode == "floor":
+        return f"tf.math.floordiv({a}, {b})"
+    if _is_float(ctx.out().dtype):
+        quotient = ctx.let(f"{a} / {b}", "quotient")
+        return f"tf.where({quotient} < 0, tf.math.ceil({quotient}), tf.math.floor({quotient}))"
+    # integers: the floor quotient, one up where it rounded a negative inexact quotient down
+    floor = ctx.let(f"tf.math.floordiv({a}, {b})", "floor")
+    inexact = f"tf.math.not_equal({floor} * {b}, {a})"
+    return f"tf.where(tf.math.logical_and({floor} < 0, {inexact}), {floor} + 1, {floor})"
+
+
+# ---------------------------------------------------------------------------------------- casts
+
+def truth(expr: str, dtype: str) -> str:
+    """A `dtype` tensor expression as bool, nonzero being true. Spelled as a comparison: TF.js's wasm Cast to
+    bool truncates (0.5 -> false, 256 -> false) rather than testing for nonzero."""
+    return expr if dtype == "bool" else f"tf.math.not_equal({expr}, 0)"
+
+
+@converter("aten._to_copy.default", layout=ANY, emits=("Cast", "NotEqual"))
+def to_copy(ctx: OpContext, node: Node) -> str:
+    """aten::_to_copy(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, Device? device=None,
+    bool? pin_memory=None, bool non_blocking=False, MemoryFormat? memory_format=None) -> Tensor
+    (a cast to the output dtype, or the input itself; int64 stays int64 in TF and is int32 in TF.js, like
+    every int64 tensor of the generated model)"""
+    x, source, dtype = ctx.t("self"), ctx.value("self").dtype, ctx.out().dtype
+    if source == dtype:
+        return x
+    return truth(x, source) if dtype == "bool" else f"tf.cast({x}, tf.{dtype})"
 
 
 # ---------------------------------------------------------------------------------------- comparisons and where
@@ -158,11 +312,46 @@ for _name, (_function, _op) in _COMPARE.items():
 
 
 @converter("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", layout=ANY,
-           emits=("SelectV2", "Cast"))
+           emits=("SelectV2", "NotEqual"))
 def where(ctx: OpContext, node: Node) -> str:
     """aten::where.self(Tensor condition, Tensor self, Tensor other) -> Tensor
     (also where.ScalarOther and where.ScalarSelf, with a scalar `other` or `self`)"""
-    condition = ctx.t("condition")
-    if ctx.value("condition").dtype != "bool":
-        condition = f"tf.cast({condition}, tf.bool)"
+    condition = truth(ctx.t("condition"), ctx.value("condition").dtype)
     return f"tf.where({condition}, {operand(ctx, 'self')}, {operand(ctx, 'other')})"
+
+
+# ---------------------------------------------------------------------------------------- logical and bitwise ops
+
+def as_bool(ctx: OpContext, name: str) -> str:
+    """Tensor argument `name` as bool (PyTorch's logical ops take any dtype: nonzero is true)."""
+    return truth(ctx.t(name), ctx.value(name).dtype)
+
+
+_LOGICAL = {"and": ("tf.math.logical_and", "LogicalAnd"), "or": ("tf.math.logical_or", "LogicalOr"),
+            "xor": ("tf.math.not_equal", "NotEqual")}  # xor of bools is inequality (TF's logical_xor is 3 ops)
+
+
+def _logical(name: str, function: str, tf_op: str) -> None:
+    """Register logical_<name> (any dtypes, nonzero is true) and bitwise_<name>.Tensor (bool tensors only)."""
+    def logical(ctx: OpContext, node: Node) -> str:
+        return f"{function}({as_bool(ctx, 'self')}, {as_bool(ctx, 'other')})"
+
+    def bitwise(ctx: OpContext, node: Node) -> str:
+        return f"{function}({ctx.t('self')}, {ctx.t('other')})"
+
+    logical.__doc__ = f"aten::logical_{name}(Tensor self, Tensor other) -> Tensor"
+    bitwise.__doc__ = f"aten::bitwise_{name}.Tensor(Tensor self, Tensor other) -> Tensor   (bool tensors only)"
+    logical.__name__ = logical.__qualname__ = f"logical_{name}"
+    bitwise.__name__ = bitwise.__qualname__ = f"bitwise_{name}"
+    converter(f"aten.logical_{name}.default", layout=ANY, emits=(tf_op, "NotEqual"))(logical)
+    converter(f"aten.bitwise_{name}.Tensor", layout=ANY, emits=(tf_op,), check=bool_only)(bitwise)
+
+
+for _name, (_function, _op) in _LOGICAL.items():
+    _logical(_name, _function, _op)
+
+
+@converter("aten.logical_not.default", layout=ANY, emits=("LogicalNot", "NotEqual"))
+def logical_not(ctx: OpContext, node: Node) -> str:
+    """aten::logical_not(Tensor self) -> Tensor"""
+    return f"tf.math.logical_not({as_bool(ctx, 'self')})"

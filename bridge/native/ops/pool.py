@@ -1,109 +1,258 @@
-"""Pooling and resizing, channels-last: max_pool2d, avg_pool2d, adaptive_avg_pool2d, nearest/bilinear upsampling,
-pixel_shuffle."""
+"""Pooling and resizing, channels-last: max pooling (also dilated, and the with_indices forms when only the values
+are used), average pooling, adaptive avg/max pooling (divisible sizes by pooling ops, others by per-window slices),
+nearest/bilinear upsampling, pixel_shuffle. 1-D pools (kept whole by capture, NWC) run as 2-D ones on
+tf.expand_dims(x, 1) ([N, 1, W, C]), squeezed back.
+
+TF.js (wasm) computes a SAME-padded window op wrongly when a stride exceeds its kernel: such pools get explicit
+padding and VALID instead."""
 
 from __future__ import annotations
+
+from typing import Any, Sequence
 
 import numpy as np
 
 from bridge.native.codegen import OpContext
-from bridge.native.ir import Node
+from bridge.native.ir import Dim, Node
 from bridge.native.ops._common import Padding, first_tensor, ntuple, static_dims, window_padding
 from bridge.native.registry import LayoutPolicy, converter
 
 _FLOAT32_LOWEST = "-3.4028234663852886e38"  # padding for max pooling (finite: safe on WebGL)
+_MAX_DILATED_WINDOW = 49  # a dilated max pool is a max over one strided slice per window element
+_MAX_ADAPTIVE_WINDOWS = 64  # non-divisible adaptive pooling: one slice per output position and axis
+
+
+def _spatial(shape: Sequence[Dim]) -> tuple[Dim, ...]:
+    """The spatial sizes of an [N, C, H, W] shape, or (1, W) for [N, C, W] (1-D pools run as 2-D)."""
+    return tuple(shape[2:]) if len(shape) == 4 else (1, *shape[2:])
+
+
+def _pair(value: Any, n: int, fill: int) -> tuple[int, ...]:
+    """A pooling argument as a 2-tuple; 1-D pools (`n` = 1) get `fill` on the leading unit axis."""
+    return ntuple(value, 2) if n == 2 else (fill, *ntuple(value, 1))
 
 
 def _pool_geometry(node: Node) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """(kernel, stride, padding, dilation) with PyTorch's defaults (stride = kernel when empty)."""
-    kernel = ntuple(node.args["kernel_size"], 2)
-    stride = ntuple(node.args.get("stride") or kernel, 2)
-    return kernel, stride, ntuple(node.args.get("padding", 0), 2), ntuple(node.args.get("dilation", 1), 2)
+    """(kernel, stride, padding, dilation) as 2-D, with PyTorch's defaults (stride = kernel when empty)."""
+    n = first_tensor(node).rank - 2
+    kernel = _pair(node.args["kernel_size"], n, 1)
+    stride = _pair(node.args.get("stride") or node.args["kernel_size"], n, 1)
+    return kernel, stride, _pair(node.args.get("padding", 0), n, 0), _pair(node.args.get("dilation", 1), n, 1)
 
 
 def _pool_padding(node: Node) -> Padding:
     kernel, stride, padding, dilation = _pool_geometry(node)
     out = node.outputs[0]
     assert out is not None
-    return window_padding(first_tensor(node).shape[2:], out.shape[2:], kernel, stride, dilation, padding)
+    return window_padding(_spatial(first_tensor(node).shape), _spatial(out.shape), kernel, stride, dilation, padding)
 
 
-def _check_max(node: Node) -> str | None:
-    if not static_dims(first_tensor(node).shape[2:]):
-        return "dynamic spatial size"
-    if _pool_geometry(node)[3] != (1, 1):
-        return "dilated max pooling"
+def _input_2d(ctx: OpContext) -> str:
+    """Input `self` as a 4-D NHWC tensor (NWC gets a unit H axis)."""
+    x = ctx.t("self")
+    return ctx.let(f"tf.expand_dims({x}, 1)", "2d") if ctx.value("self").rank == 3 else x
+
+
+def _output_nd(ctx: OpContext, expr: str) -> str:
+    """`expr` (4-D) back to the input's rank."""
+    return f"tf.squeeze({expr}, axis=1)" if ctx.value("self").rank == 3 else expr
+
+
+def _check_static(node: Node) -> str | None:
+    x = first_tensor(node)
+    n = 1 if "1d" in node.target else 2
+    if x.rank != n + 2:
+        return f"input of rank {x.rank} (unbatched?): only [N, C, {'W' if n == 1 else 'H, W'}] converts"
+    return None if static_dims(x.shape[2:]) else "dynamic spatial size"
+
+
+def _indices_read(node: Node) -> str | None:
+    """PyTorch's argmax indices (flat h*W + w per channel plane) are not produced: refuse a node whose indices
+    output is read (capture leaves an extra output nothing reads as None)."""
+    if len(node.outputs) > 1 and node.outputs[1] is not None:
+        return "the indices output is used (only the pooled values convert)"
     return None
 
 
+# -------------------------------------------------------------------------------------------------- max pooling
+
+def _check_max(node: Node) -> str | None:
+    reason = _check_static(node) or _indices_read(node)
+    if reason:
+        return reason
+    kernel, _, _, dilation = _pool_geometry(node)
+    if dilation != (1, 1) and kernel[0] * kernel[1] > _MAX_DILATED_WINDOW:
+        return f"dilated max pooling with a window over {_MAX_DILATED_WINDOW} elements"
+    return None
+
+
+def _max_pool(ctx: OpContext, node: Node) -> str:
+    """Max pooling as the node's geometry says (dilated: max over one strided slice per window element, since TF's
+    MaxPool has no dilation). Never SAME with a stride over its kernel (TF.js wasm), nor with dilation."""
+    kernel, stride, _, dilation = _pool_geometry(node)
+    pad = _pool_padding(node)
+    if pad.mode == "SAME" and (dilation != (1, 1) or any(s > k for s, k in zip(stride, kernel))):
+        pad = Padding("EXPLICIT", pad.pads)
+    x = _input_2d(ctx)
+    if pad.mode == "EXPLICIT":
+        x = ctx.let(f"tf.pad({x}, {pad.tf_pad(4)}, constant_values={_FLOAT32_LOWEST})", "pad")
+    if dilation == (1, 1):
+        expr = f"tf.nn.max_pool2d({x}, ksize={list(kernel)}, strides={list(stride)}, padding={pad.literal()})"
+        return _output_nd(ctx, expr)
+    outs = _spatial(ctx.out().shape)
+    slices = []
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            h0, w0 = i * dilation[0], j * dilation[1]
+            h1, w1 = h0 + (outs[0] - 1) * stride[0] + 1, w0 + (outs[1] - 1) * stride[1] + 1
+            slices.append(f"{x}[:, {h0}:{h1}:{stride[0]}, {w0}:{w1}:{stride[1]}, :]")
+    return _output_nd(ctx, f"tf.reduce_max(tf.stack([{', '.join(slices)}]), axis=0)")
+
+
+_MAX_EMITS = ("MaxPool", "PadV2", "StridedSlice", "Pack", "Max", "ExpandDims", "Squeeze")
+
+
+@converter("aten.max_pool2d.default", "aten.max_pool1d.default", layout=LayoutPolicy.CHANNELS_LAST,
+           emits=_MAX_EMITS, check=_check_max)
+def max_pool(ctx: OpContext, node: Node) -> str:
+    """aten::max_pool2d(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0, int[2] dilation=1,
+    bool ceil_mode=False) -> Tensor   (also aten::max_pool1d, int[1] arguments)"""
+    return _max_pool(ctx, node)
+
+
+@converter("aten.max_pool2d_with_indices.default", "aten.max_pool1d_with_indices.default",
+           layout=LayoutPolicy.CHANNELS_LAST, emits=_MAX_EMITS, check=_check_max)
+def max_pool_with_indices(ctx: OpContext, node: Node) -> list[str | None]:
+    """aten::max_pool2d_with_indices(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0,
+    int[2] dilation=1, bool ceil_mode=False) -> (Tensor, Tensor)   (return_indices=True; also
+    aten::max_pool1d_with_indices; only the values output converts)"""
+    return [_max_pool(ctx, node), None]
+
+
+# ---------------------------------------------------------------------------------------------- average pooling
+
 def _avg_padding(node: Node) -> Padding | None:
-    """TF padding for an avg_pool2d node, or None when TF cannot reproduce PyTorch's divisors."""
+    """TF padding for an avg_pool node, or None when TF cannot reproduce PyTorch's divisors."""
     pad = _pool_padding(node)
     if pad.mode == "VALID":
         return pad
-    torch_pads = _pool_geometry(node)[2]
+    kernel, stride, torch_pads, _ = _pool_geometry(node)
     inside = all(after <= p for (_, after), p in zip(pad.pads, torch_pads))  # no ceil_mode overhang
     if node.args.get("count_include_pad", True):
         return Padding("EXPLICIT", pad.pads) if inside else None
+    if pad.mode == "SAME" and any(s > k for s, k in zip(stride, kernel)):
+        return None  # TF.js wasm mis-pads SAME with stride > kernel, and explicit pads would count in the divisor
     return pad if pad.mode == "SAME" else None
 
 
 def _check_avg(node: Node) -> str | None:
-    if not static_dims(first_tensor(node).shape[2:]):
-        return "dynamic spatial size"
+    reason = _check_static(node)
+    if reason:
+        return reason
     if node.args.get("divisor_override") is not None:
         return "divisor_override"
     if _avg_padding(node) is None:
-        return "padding TF average pooling cannot reproduce (ceil_mode overhang or count_include_pad=False)"
+        return ("padding TF average pooling cannot reproduce (ceil_mode overhang, or count_include_pad=False "
+                "not matching SAME)")
     return None
 
 
-@converter("aten.max_pool2d.default", layout=LayoutPolicy.CHANNELS_LAST, emits=("MaxPool", "PadV2"),
-           check=_check_max)
-def max_pool2d(ctx: OpContext, node: Node) -> str:
-    """aten::max_pool2d(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0, int[2] dilation=1,
-    bool ceil_mode=False) -> Tensor"""
-    kernel, stride, _, _ = _pool_geometry(node)
-    pad = _pool_padding(node)
-    x = ctx.t("self")
-    if pad.mode == "EXPLICIT":
-        x = ctx.let(f"tf.pad({x}, {pad.tf_pad(4)}, constant_values={_FLOAT32_LOWEST})", "pad")
-    return f"tf.nn.max_pool2d({x}, ksize={list(kernel)}, strides={list(stride)}, padding={pad.literal()})"
-
-
-@converter("aten.avg_pool2d.default", layout=LayoutPolicy.CHANNELS_LAST, emits=("AvgPool", "Pad"),
-           check=_check_avg)
-def avg_pool2d(ctx: OpContext, node: Node) -> str:
+@converter("aten.avg_pool2d.default", "aten.avg_pool1d.default", layout=LayoutPolicy.CHANNELS_LAST,
+           emits=("AvgPool", "Pad", "ExpandDims", "Squeeze"), check=_check_avg)
+def avg_pool(ctx: OpContext, node: Node) -> str:
     """aten::avg_pool2d(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0, bool ceil_mode=False,
-    bool count_include_pad=True, int? divisor_override=None) -> Tensor"""
+    bool count_include_pad=True, int? divisor_override=None) -> Tensor   (also aten::avg_pool1d, int[1]
+    arguments, no divisor_override)"""
     kernel, stride, _, _ = _pool_geometry(node)
     pad = _avg_padding(node)
     assert pad is not None
-    x = ctx.t("self")
+    x = _input_2d(ctx)
     if pad.mode == "EXPLICIT":
         x = ctx.let(f"tf.pad({x}, {pad.tf_pad(4)})", "pad")
-    return f"tf.nn.avg_pool2d({x}, ksize={list(kernel)}, strides={list(stride)}, padding={pad.literal()})"
+    expr = f"tf.nn.avg_pool2d({x}, ksize={list(kernel)}, strides={list(stride)}, padding={pad.literal()})"
+    return _output_nd(ctx, expr)
+
+
+# ---------------------------------------------------------------------------------------------- adaptive pooling
+
+def _adaptive_sizes(node: Node) -> tuple[list[int], list[int]]:
+    """(input spatial sizes, output sizes) as 2-D; None in output_size keeps that size."""
+    x = first_tensor(node)
+    requested = node.args["output_size"]
+    if x.rank == 3:
+        outs: tuple[int | None, ...] = (1, *_ints_or_none(requested, 1))
+    else:
+        outs = _ints_or_none(requested, 2)
+    sizes = [int(s) for s in _spatial(x.shape)]  # type: ignore[arg-type]
+    return sizes, [s if o is None else o for s, o in zip(sizes, outs)]
+
+
+def _ints_or_none(value: Any, n: int) -> tuple[int | None, ...]:
+    """output_size as an n-tuple, keeping None entries."""
+    if isinstance(value, (list, tuple)):
+        items = tuple(None if v is None else int(v) for v in value)
+        return items * n if len(items) == 1 else items
+    return (int(value),) * n
 
 
 def _check_adaptive(node: Node) -> str | None:
-    sizes = first_tensor(node).shape[2:]
-    if not static_dims(sizes):
-        return "dynamic spatial size"
-    outs = ntuple(node.args["output_size"], 2)
-    if any(o is not None and s % o for s, o in zip(sizes, outs)):
-        return f"adaptive pooling from {list(sizes)} to {list(outs)} (not divisible)"
+    reason = _check_static(node) or _indices_read(node)
+    if reason:
+        return reason
+    sizes, outs = _adaptive_sizes(node)
+    if any(s % o and o > _MAX_ADAPTIVE_WINDOWS for s, o in zip(sizes, outs)):
+        return (f"adaptive pooling from {sizes} to {outs} (not divisible, over {_MAX_ADAPTIVE_WINDOWS} windows "
+                f"on an axis)")
     return None
 
 
-@converter("aten.adaptive_avg_pool2d.default", layout=LayoutPolicy.CHANNELS_LAST, emits=("Mean", "AvgPool"),
-           check=_check_adaptive)
-def adaptive_avg_pool2d(ctx: OpContext, node: Node) -> str:
-    """aten::adaptive_avg_pool2d(Tensor self, SymInt[2] output_size) -> Tensor"""
-    sizes = ctx.value("self").shape[2:]
-    outs = [s if o is None else o for s, o in zip(sizes, ntuple(ctx.arg("output_size"), 2))]
+def _adaptive(ctx: OpContext, node: Node, kind: str) -> str:
+    """Adaptive `kind` ('avg' | 'max') pooling: one reduction when global, one pooling op when both axes divide,
+    else axis by axis (windows are rectangles, so both reductions separate), PyTorch's windows
+    [floor(i*in/out), ceil((i+1)*in/out)) as slices reduced and concatenated on a non-divisible axis."""
+    reduce, pool = ("tf.reduce_mean", "tf.nn.avg_pool2d") if kind == "avg" else ("tf.reduce_max", "tf.nn.max_pool2d")
+    sizes, outs = _adaptive_sizes(node)
+    rank = ctx.value("self").rank
     if outs == [1, 1]:
-        return f"tf.reduce_mean({ctx.t('self')}, axis=[1, 2], keepdims=True)"
-    window = [s // o for s, o in zip(sizes, outs)]
-    return f"tf.nn.avg_pool2d({ctx.t('self')}, ksize={window}, strides={window}, padding=\"VALID\")"
+        return f"{reduce}({ctx.t('self')}, axis={list(range(1, rank - 1))}, keepdims=True)"
+    x = _input_2d(ctx)
+    if all(s % o == 0 for s, o in zip(sizes, outs)):
+        window = [s // o for s, o in zip(sizes, outs)]
+        return _output_nd(ctx, f"{pool}({x}, ksize={window}, strides={window}, padding=\"VALID\")")
+    steps = []
+    for axis, (size, out) in enumerate(zip(sizes, outs), start=1):
+        if size == out:
+            continue
+        if size % out == 0:
+            window = [size // out if a == axis else 1 for a in (1, 2)]
+            steps.append(lambda e, w=window: f"{pool}({e}, ksize={w}, strides={w}, padding=\"VALID\")")
+            continue
+        lead = ":, " * axis
+        bounds = [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+        steps.append(lambda e, a=axis, lead=lead, b=bounds: "tf.concat([" + ", ".join(
+            f"{reduce}({e}[{lead}{lo}:{hi}], axis={a}, keepdims=True)" for lo, hi in b) + f"], axis={a})")
+    for step in steps[:-1]:
+        x = ctx.let(step(x), "pooled")
+    return _output_nd(ctx, steps[-1](x))
+
+
+_ADAPTIVE_EMITS = ("StridedSlice", "ConcatV2", "ExpandDims", "Squeeze")
+
+
+@converter("aten.adaptive_avg_pool2d.default", "aten.adaptive_avg_pool1d.default", layout=LayoutPolicy.CHANNELS_LAST,
+           emits=("Mean", "AvgPool", *_ADAPTIVE_EMITS), check=_check_adaptive)
+def adaptive_avg_pool(ctx: OpContext, node: Node) -> str:
+    """aten::adaptive_avg_pool2d(Tensor self, SymInt[2] output_size) -> Tensor   (also aten::adaptive_avg_pool1d,
+    int[1] output_size)"""
+    return _adaptive(ctx, node, "avg")
+
+
+@converter("aten.adaptive_max_pool2d.default", "aten.adaptive_max_pool1d.default", layout=LayoutPolicy.CHANNELS_LAST,
+           emits=("Max", "MaxPool", *_ADAPTIVE_EMITS), check=_check_adaptive)
+def adaptive_max_pool(ctx: OpContext, node: Node) -> list[str | None]:
+    """aten::adaptive_max_pool2d(Tensor self, int[2] output_size) -> (Tensor, Tensor)   (also
+    aten::adaptive_max_pool1d, int[1] output_size; only the values output converts)"""
+    return [_adaptive(ctx, node, "max"), None]
 
 
 def _check_resize(node: Node) -> str | None:

@@ -1,5 +1,5 @@
 """Shape ops: reshape/view/flatten, permute/transpose (free: only the layout changes), unsqueeze/squeeze, cat,
-embedding, sym_size, and the layout pass's own `bridge.relayout`."""
+embedding, sym_size, slicing, padding (constant, reflect, replicate) and the layout pass's own `bridge.relayout`."""
 
 from __future__ import annotations
 
@@ -102,21 +102,59 @@ def _pad_rule(node: Node, layout: Layout) -> Layout | None:
     return layout if layout.flat is None else None
 
 
+def _pad_list(node: Node) -> list[int]:
+    return [int(p) for p in node.args.get("pad", node.args.get("padding", []))]
+
+
 def _check_pad(node: Node) -> str | None:
-    return "negative padding (cropping)" if any(int(p) < 0 for p in node.args["pad"]) else None
+    return "negative padding (cropping)" if any(p < 0 for p in _pad_list(node)) else None
+
+
+def _pad_pairs(ctx: OpContext, node: Node) -> list[list[int]]:
+    """PyTorch's (before, after) pads, from the last axis backwards, as TF paddings on the stored axes."""
+    pad, rank = _pad_list(node), ctx.value("self").rank
+    pairs = [[0, 0] for _ in range(rank)]
+    for i in range(len(pad) // 2):
+        pairs[ctx.axis(rank - 1 - i, "self")] = [pad[2 * i], pad[2 * i + 1]]
+    return pairs
 
 
 @converter("aten.constant_pad_nd.default", layout=AXES, rule=_pad_rule, emits=("PadV2", "Pad"), check=_check_pad)
 def constant_pad_nd(ctx: OpContext, node: Node) -> str:
     """aten::constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0) -> Tensor   (F.pad, mode='constant';
     pads are (before, after) pairs from the last axis backwards, mapped to TF axes here)"""
-    pad, rank = list(ctx.arg("pad")), ctx.value("self").rank
-    pairs = [[0, 0] for _ in range(rank)]
-    for i in range(len(pad) // 2):
-        pairs[ctx.axis(rank - 1 - i, "self")] = [int(pad[2 * i]), int(pad[2 * i + 1])]
     value = float(ctx.arg("value", 0))
     extra = f", constant_values={value!r}" if value else ""
-    return f"tf.pad({ctx.t('self')}, {pairs}{extra})"
+    return f"tf.pad({ctx.t('self')}, {_pad_pairs(ctx, node)}{extra})"
+
+
+@converter("aten.reflection_pad1d.default", "aten.reflection_pad2d.default", "aten.reflection_pad3d.default",
+           layout=AXES, rule=_pad_rule, emits=("MirrorPad",), check=_check_pad)
+def reflection_pad(ctx: OpContext, node: Node) -> str:
+    """aten::reflection_pad2d(Tensor self, SymInt[4] padding) -> Tensor   (also reflection_pad1d and
+    reflection_pad3d; F.pad mode='reflect', Conv2d padding_mode='reflect')"""
+    return f'tf.pad({ctx.t("self")}, {_pad_pairs(ctx, node)}, mode="REFLECT")'
+
+
+@converter("aten.replication_pad1d.default", "aten.replication_pad2d.default", "aten.replication_pad3d.default",
+           layout=AXES, rule=_pad_rule, emits=("GatherV2", "Range", "ClipByValue"), check=_check_pad)
+def replication_pad(ctx: OpContext, node: Node) -> str:
+    """aten::replication_pad2d(Tensor self, SymInt[4] padding) -> Tensor   (also replication_pad1d and
+    replication_pad3d; F.pad mode='replicate', Conv2d padding_mode='replicate'). TF has no edge mode: each
+    padded axis is a gather of the clamped range [-before, size + after)"""
+    x, value = ctx.t("self"), ctx.value("self")
+    pairs = _pad_pairs(ctx, node)
+    shape = ctx.layout("self").physical_shape(value.shape)
+    padded = [(axis, pair) for axis, pair in enumerate(pairs) if pair != [0, 0]]
+    for i, (axis, (before, after)) in enumerate(padded):
+        if shape[axis] is not None:
+            span = f"tf.range({-before}, {shape[axis] + after}), 0, {shape[axis] - 1}"
+        else:
+            size = f"tf.shape({x})[{axis}]"
+            span = f"tf.range({-before}, {size} + {after}), 0, {size} - 1"
+        expr = f"tf.gather({x}, tf.clip_by_value({span}), axis={axis})"
+        x = expr if i == len(padded) - 1 else ctx.let(expr, "edge")
+    return x
 
 
 _INT64_MAX = 2**63 - 1
