@@ -323,6 +323,18 @@ def test_unsupported_ops_are_all_reported(tmp_path: Path) -> None:
     assert not (tmp_path / "tf_model.py").exists()
 
 
+class MaskedSum(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[x > 0].sum()
+
+
+def test_boolean_mask_index_is_reported_with_its_reason(tmp_path: Path) -> None:
+    """A data-dependent shape: capture drops torch.export's run-time size checks, the index op is refused."""
+    with pytest.raises(UnsupportedOpsError) as info:
+        rebuild_tf(MaskedSum().eval(), [torch.randn(3, 4)], tmp_path)
+    assert list(info.value.ops) == ["aten.index.Tensor (boolean mask index (data-dependent output shape))"]
+
+
 def test_user_converter_fills_a_gap(tmp_path: Path) -> None:
     user = ConverterRegistry("user", fallback=BUILTINS)
 

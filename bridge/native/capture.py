@@ -26,6 +26,9 @@ _IDENTITY_TARGETS = {"aten.clone.default", "aten.lift_fresh_copy.default", "aten
                      "aten.detach.default", "aten.alias.default", "aten.contiguous.default",
                      "aten.dropout.default", "aten.feature_dropout.default", "aten.alpha_dropout.default",
                      "aten._assert_tensor_metadata.default"}
+# Run-time checks torch.export adds on data-dependent sizes; the web model has no use for them.
+_RUNTIME_CHECKS = {"aten._assert_scalar.default", "aten.sym_constrain_range_for_size.default",
+                   "aten.sym_constrain_range.default", "aten._assert_async.msg"}
 _NAME_ALIASES = (("_native_batch_norm_legit_no_training", "batch_norm"), ("_unsafe_view", "view"))
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _TORCH_DIR = str(Path(torch.__file__).parent)
@@ -180,6 +183,8 @@ class _GraphBuilder:
             self.env[fx_node.name] = self.env[source.name][index]
             return
         target = _target_name(fx_node.target)
+        if _is_runtime_check(fx_node):
+            return
         if target in _IDENTITY_TARGETS:
             self.env[fx_node.name] = self._lookup(fx_node.args[0])
             return
@@ -260,6 +265,13 @@ def _default_output_names(program: torch.export.ExportedProgram, count: int) -> 
     if isinstance(keys, list) and len(keys) == count and all(isinstance(k, str) for k in keys):
         return list(keys)
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
+def _is_runtime_check(fx_node: torch.fx.Node) -> bool:
+    """A run-time size assertion, or a value only such assertions read (e.g. `u0 >= 0` on a masked index)."""
+    if _target_name(fx_node.target) in _RUNTIME_CHECKS:
+        return True
+    return bool(fx_node.users) and all(_is_runtime_check(user) for user in fx_node.users)
 
 
 def _target_name(target: Any) -> str:
