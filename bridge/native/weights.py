@@ -40,6 +40,19 @@ def iohw_to_hwoi(w: np.ndarray) -> np.ndarray:
     return w.transpose(2, 3, 1, 0)
 
 
+def iohw_to_row_filters(w: np.ndarray) -> np.ndarray:
+    """ConvTranspose2d kernel [in, out, kH, kW] with stride == kernel -> kH stacked 1x1 tf.nn.conv2d filters
+    [kH, 1, 1, in, kW*out]: filter a gives, at output channel b*out + o, row a, column b, channel o of each
+    input pixel's kH x kW output window."""
+    cin, cout, kh, kw = w.shape
+    return w.transpose(2, 0, 3, 1).reshape(kh, 1, 1, cin, kw * cout)
+
+
+def tile_channels(b: np.ndarray, reps: int) -> np.ndarray:
+    """A per-channel vector [C] repeated `reps` times -> [reps*C] (the bias of `reps` channel groups)."""
+    return np.tile(b, reps)
+
+
 def linear_to_in_out(w: np.ndarray) -> np.ndarray:
     """Linear weight [out, in] -> matmul right operand [in, out]."""
     return w.T
