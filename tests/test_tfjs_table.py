@@ -256,6 +256,11 @@ CASES: list[Case] = [
                       "b": rng.standard_normal((2, 4, 5)).astype(np.float32)},
          expect_ops("BatchMatMulV2", absent=("BatchMatMulV3",))),
     Case("layer_norm", keras_case(seq((5, 8), keras.layers.LayerNormalization())), normal(2, 5, 8)),
+    # grappler's oneDNN remapper fuses this into _MklLayerNorm with its default epsilon 1e-3 (bridge/tfjs/
+    # layer_norm.py restores 1e-5); inputs of small variance make the epsilon matter
+    Case("layer_norm_eps_1e5", fn_case(lambda m, x: _batch_norm_style_layer_norm(x, m.g, m.b, 1e-5), [spec([2, 5, 8])],
+                                       lambda: {"g": var(7, [8])(), "b": var(8, [8])()}),
+         normal(2, 5, 8, scale=0.01)),
     Case("softmax", keras_case(seq((7,), keras.layers.Softmax())), normal(3, 7), expect_ops("Softmax")),
     # --- image and shape ops
     Case("resize_bilinear", fn_case(lambda m, x: tf.image.resize(x, [7, 9], "bilinear"), [spec([None, 4, 5, 2])]),
@@ -313,6 +318,14 @@ CASES: list[Case] = [
         lambda rng: {"a": rng.standard_normal((2, 3)).astype(np.float32),
                      "b": rng.standard_normal((2, 2)).astype(np.float32)}),
 ]
+
+
+def _batch_norm_style_layer_norm(x: Any, gamma: Any, beta: Any, epsilon: float) -> Any:
+    """A layer norm over the last axis of a rank-3 input as onnx2tf writes it (tf.nn.batch_normalization on
+    moments over axis 2, fed by another op): the shape grappler's remapper fuses."""
+    x = x * 1.5
+    mean, variance = tf.nn.moments(x, axes=[2], keepdims=True)
+    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
 
 
 def _attention() -> Any:

@@ -132,14 +132,12 @@ def freeze_signature(saved_model_dir: Path, signature: str = "serving_default", 
     With `lower_control_flow`, TF2 While/If become v1 Switch/Merge/Enter/Exit/NextIteration; otherwise they stay
     functional with bodies in ``library.function``."""
     import tensorflow as tf
-    from tensorflow.python.framework import convert_to_constants
 
     check_weight_bytes(saved_model_weight_bytes(Path(saved_model_dir)), f"SavedModel {saved_model_dir}", "tfjs-write")
     loaded, func = load_signature(saved_model_dir, signature)
     try:
         with quiet_tf():
-            frozen_func, graph_def = convert_to_constants.convert_variables_to_constants_v2_as_graph(
-                func, lower_control_flow=lower_control_flow, aggressive_inlining=True)
+            graph_def, output_names = _frozen_graph_def(func, lower_control_flow)
     except Exception as exc:
         raise ConversionError(f"cannot freeze signature {signature!r}: {exc}", stage="tfjs-write",
                               hint="the signature may use resources TF.js cannot hold (tables, iterators)") from exc
@@ -150,8 +148,31 @@ def freeze_signature(saved_model_dir: Path, signature: str = "serving_default", 
         raise ConversionError(f"frozen signature {signature!r} lost its input placeholders {missing}",
                               stage="tfjs-write", hint="report this model: inputs must survive freezing")
     keys = _output_keys(func)
-    outputs = [TensorInfo(key=key, name=tensor.name, dtype=_dtype_name(tensor.dtype),
-                          shape=_shape_list(spec_shape))
-               for key, tensor, spec_shape in zip(keys, frozen_func.outputs, [t.shape for t in func.outputs])]
+    outputs = [TensorInfo(key=key, name=name, dtype=_dtype_name(tensor.dtype), shape=_shape_list(tensor.shape))
+               for key, name, tensor in zip(keys, output_names, func.outputs)]
     version = getattr(loaded, "tensorflow_version", None) or tf.__version__
     return FrozenSignature(graph_def=graph_def, inputs=inputs, outputs=outputs, tf_version=str(version))
+
+
+def _frozen_graph_def(func: Any, lower_control_flow: bool) -> tuple[Any, list[str]]:
+    """The frozen GraphDef of a concrete function and its output tensor names.
+
+    TF's public `convert_variables_to_constants_v2_as_graph` also imports the frozen GraphDef into a new
+    function, a second full copy of every weight (plus TF's own graph structures) that is only used for its
+    output names: those are the original function's. So its two halves are called directly, and the public
+    function is the fallback when they are missing or an output name is not in the graph."""
+    from tensorflow.python.framework import convert_to_constants as ctc
+
+    make_data = getattr(ctc, "_FunctionConverterDataInEager", None)
+    replace = getattr(ctc, "_replace_variables_by_constants", None)
+    if make_data is not None and replace is not None:
+        graph_def, _ = replace(converter_data=make_data(func=func, lower_control_flow=lower_control_flow,
+                                                        aggressive_inlining=True))
+        names = [t.name for t in func.outputs]
+        known = {n.name for n in graph_def.node}
+        if all(name.rsplit(":", 1)[0] in known for name in names):
+            return graph_def, names
+        del graph_def
+    frozen_func, graph_def = ctc.convert_variables_to_constants_v2_as_graph(
+        func, lower_control_flow=lower_control_flow, aggressive_inlining=True)
+    return graph_def, [t.name for t in frozen_func.outputs]

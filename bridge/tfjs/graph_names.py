@@ -162,10 +162,16 @@ def iter_all_nodes(graph_def: graph_pb2.GraphDef) -> Iterator[tuple[str, node_de
 
 
 def const_value(node: node_def_pb2.NodeDef) -> np.ndarray:
-    """The value of a Const node as a numpy array."""
+    """The value of a Const node as a numpy array. A weight stand-in (bridge.tfjs.weight_stubs) gives the real
+    weight from the active registry; outside one it is refused, never read as its fill."""
     import tensorflow as tf
 
-    return tf.make_ndarray(node.attr["value"].tensor)
+    from bridge.tfjs.weight_stubs import is_stub, resolve_stub
+
+    tensor = node.attr["value"].tensor
+    if is_stub(tensor):
+        return resolve_stub(tensor)
+    return tf.make_ndarray(tensor)
 
 
 def make_const(name: str, value: np.ndarray, dtype: int | None = None) -> node_def_pb2.NodeDef:

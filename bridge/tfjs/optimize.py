@@ -2,10 +2,15 @@
 
 The pipeline (doc tfjs-graph-model.md section 3, plus hardening): freeze; check ops; grappler pass 1; fold batch
 norms; Add->BiasAdd (also out of grappler's regrouped residual sums); pin contractions to CPU and grappler pass 2
-(remap); SAME padding the wasm backend gets wrong; drop unused control-flow placeholders; PReLU; depthwise fusion;
-activations (PReLU, ...) into fused contractions; the un-fuse guard; rewrites (ops JS lacks or gets wrong, Switch control edges); prune; clear devices
-and debug info; canonical function names; check ops and graph integrity again.
+(remap, keeping layer norms' epsilon); SAME padding the wasm backend gets wrong; drop unused control-flow
+placeholders; PReLU; depthwise fusion; activations (PReLU, ...) into fused contractions; the un-fuse guard;
+rewrites (ops JS lacks or gets wrong, Switch control edges); prune; clear devices and debug info; canonical
+function names; check ops and graph integrity again.
 Const nodes keep their values: the weights half (bridge.tfjs.weights) extracts them.
+
+Large weights do not travel through the passes: they are swapped for few-byte stand-ins first and put back at the
+end (bridge.tfjs.weight_stubs, which explains why and how that is checked); the passes run once per stand-in
+probe. If a check finds a stand-in was computed with, the real graph is optimized instead.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from bridge.tfjs.freeze import TensorInfo, freeze_signature
 from bridge.tfjs.graph_names import canonicalize_functions, iter_all_nodes, node_name, parse_ref, remove_nodes
 from bridge.tfjs.grappler import PASS1_OPTIMIZERS, PASS2_OPTIMIZERS, run_grappler
 from bridge.tfjs.op_list import DEBUG_OPS, check_ops, needs_async
+from bridge.tfjs.layer_norm import layer_norm_epsilons, restore_layer_norm_epsilons
 from bridge.tfjs.same_padding import spell_out_risky_same_padding
 from bridge.tfjs.rewrites import (RENAMES, REWRITES, apply_rewrites, reroute_switch_control_inputs,
                                   split_strided_slice_shrink)
+from bridge.tfjs.weight_stubs import PROBES, StubsConsumed, WeightStubs
 
 __all__ = ["OptimizedGraph", "TensorInfo", "optimize_for_tfjs", "optimize_graph_def"]
 STAGE = "tfjs-write"
@@ -39,6 +46,7 @@ class OptimizedGraph:
     needs_async: bool
     tf_version: str
     op_histogram: dict[str, int]
+    weight_stubs: str = ""  # how large weights went through the passes (see `optimize_with_stubs`)
 
 
 def optimize_for_tfjs(saved_model_dir: Path, *, signature: str = "serving_default",
@@ -48,28 +56,79 @@ def optimize_for_tfjs(saved_model_dir: Path, *, signature: str = "serving_defaul
     Raises `BridgeError` (missing signature, naming the available ones), `ModelLoadError`, `UnsupportedOpsError`
     (stage ``tfjs-write``, every offending op with its nodes) or `ConversionError`."""
     frozen = freeze_signature(Path(saved_model_dir), signature, lower_control_flow=not control_flow_v2)
-    graph_def = optimize_graph_def(frozen.graph_def, frozen.inputs, frozen.outputs,
-                                   strip_debug_ops=strip_debug_ops)
-    return OptimizedGraph(graph_def=graph_def, inputs=list(frozen.inputs), outputs=list(frozen.outputs),
-                          needs_async=needs_async(graph_def), tf_version=frozen.tf_version,
-                          op_histogram=op_histogram(graph_def))
+    inputs, outputs, tf_version = list(frozen.inputs), list(frozen.outputs), frozen.tf_version
+    check_ops(frozen.graph_def, when="in the frozen graph", allow=_first_allow(strip_debug_ops))
+    graph_def, how = optimize_with_stubs(frozen.graph_def, inputs, outputs, strip_debug_ops=strip_debug_ops)
+    del frozen  # the frozen graph's weights are released once the optimized graph holds its own
+    return OptimizedGraph(graph_def=graph_def, inputs=inputs, outputs=outputs, needs_async=needs_async(graph_def),
+                          tf_version=tf_version, op_histogram=op_histogram(graph_def), weight_stubs=how)
 
 
 def optimize_graph_def(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorInfo], *,
                        strip_debug_ops: bool = True) -> Any:
-    """Run every optimization step on a frozen GraphDef (a copy is returned; the argument is not changed)."""
+    """Run every optimization step on a frozen GraphDef (a new GraphDef is returned; the argument is not
+    changed)."""
+    check_ops(graph_def, when="in the frozen graph", allow=_first_allow(strip_debug_ops))
+    return optimize_with_stubs(graph_def, inputs, outputs, strip_debug_ops=strip_debug_ops)[0]
+
+
+def optimize_with_stubs(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorInfo], *,
+                        strip_debug_ops: bool = True) -> tuple[Any, str]:
+    """Optimize with large weights replaced by stand-ins (bridge.tfjs.weight_stubs), falling back to the real
+    graph when a check fails. Returns the optimized GraphDef (real values in every Const) and how it was done:
+    ``"no large weights"``, ``"stubbed N weight(s)"`` or ``"real weights (...reason...)"``."""
+    stubs = WeightStubs()
+    count = stubs.collect(graph_def)
+    if not count:
+        return _run_passes(graph_def, inputs, outputs, strip_debug_ops, None), "no large weights"
+    try:
+        return _optimize_stubbed(graph_def, inputs, outputs, strip_debug_ops, stubs), f"stubbed {count} weight(s)"
+    except StubsConsumed as exc:
+        reason = exc.message
+    del stubs
+    return _run_passes(graph_def, inputs, outputs, strip_debug_ops, None), f"real weights ({reason})"
+
+
+def _optimize_stubbed(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorInfo], strip_debug_ops: bool,
+                      stubs: WeightStubs) -> Any:
+    """The passes once per stand-in probe; the results must agree (StubsConsumed otherwise), then the first one
+    gets its real values back."""
+    results = []
+    for probe in PROBES:
+        stubs.probe = probe
+        with stubs.activated():
+            results.append(_run_passes(stubs.stubbed_copy(graph_def), inputs, outputs, strip_debug_ops, stubs))
+    first, *others = results
+    for probe, other in zip(PROBES[1:], others):
+        stubs.canonical(other, probe)
+        stubs.check_same(first, other)
+    del results, others
+    stubs.restore(first)
+    return first
+
+
+def _first_allow(strip_debug_ops: bool) -> set[str]:
+    """Ops allowed in the frozen graph because a pass removes or rewrites them."""
+    return set(REWRITES) | set(RENAMES) | (set(DEBUG_OPS) if strip_debug_ops else set())
+
+
+def _run_passes(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorInfo], strip_debug_ops: bool,
+                stubs: WeightStubs | None) -> Any:
+    """The optimization steps (module doc) on `graph_def`, which is not changed. With `stubs`, large Consts the
+    first passes create are stubbed before grappler's second pass."""
     fetch = _fetch_nodes(outputs)
     protected = fetch | {node_name(i.name) for i in inputs}
-    allow_first = set(REWRITES) | set(RENAMES) | (set(DEBUG_OPS) if strip_debug_ops else set())
-    check_ops(graph_def, when="in the frozen graph", allow=allow_first)
-
     first = ("debug_stripper", *PASS1_OPTIMIZERS) if strip_debug_ops else PASS1_OPTIMIZERS
     graph_def = run_grappler(graph_def, first, inputs, outputs)
     fusions.fold_batch_norms(graph_def, protected)
     fusions.adds_to_bias_add(graph_def)
     fusions.regroup_bias_adds(graph_def, protected)
     fusions.pin_contractions_to_cpu(graph_def)
+    if stubs is not None:
+        stubs.stub_in_place(graph_def)
+    epsilons = layer_norm_epsilons(graph_def)
     graph_def = run_grappler(graph_def, PASS2_OPTIMIZERS, inputs, outputs)
+    restore_layer_norm_epsilons(graph_def, epsilons)
     spell_out_risky_same_padding(graph_def)
 
     fusions.drop_unused_control_flow_inputs(graph_def)
