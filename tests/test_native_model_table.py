@@ -2,7 +2,9 @@
 through `bridge.convert(..., route="native", strict=True)` with every stage passing: capture, the generated TF
 model, the SavedModel, the written web model replayed in TF, TF.js in Node (wasm and cpu) and in Chromium (webgl,
 wasm, IndexedDB). Strict mode turns a skipped stage into a failure, so a stage that did not run cannot pass.
-Tolerances are the pipeline's own policy (bridge/context.py); the report's figures are checked below it too.
+Tolerances are the pipeline's own policy (bridge/context.py); the report's figures are checked below it too, and
+the web model's weights must be within 1% (or 4 KiB) of the parameter bytes (an unrolled RNN must not store a
+weight per step).
 Sizes are reduced from the benchmark's (same layers, smaller inputs and widths) to keep the suite quick; the
 benchmark (`make bench`) runs the full-size ones."""
 
@@ -67,7 +69,8 @@ MODELS = [
 @pytest.mark.browser
 @pytest.mark.parametrize("case", MODELS, ids=[m.id for m in MODELS])
 def test_model_converts_natively_with_every_stage_passing(case: ModelCase, tmp_path: Path) -> None:
-    result = bridge.convert(case.build(), list(case.inputs), tmp_path / "out", route="native", strict=True)
+    module = case.build()
+    result = bridge.convert(module, list(case.inputs), tmp_path / "out", route="native", strict=True)
     report = result.report
     assert report["route"] == "native" and report["notes"] == [], report["notes"]
     assert [s.name for s in result.stages] == NATIVE_STAGES
@@ -75,6 +78,16 @@ def test_model_converts_natively_with_every_stage_passing(case: ModelCase, tmp_p
     assert not failed, failed
     for stage in result.stages[1:]:
         assert stage.max_abs is not None and stage.max_abs < MAX_ABS, (stage.name, stage.max_abs)
+    parameter_bytes = _distinct_parameter_bytes(module)
+    weight_bytes = result.stage("tfjs-graph").extra["weightBytes"]
+    slack = max(0.01 * parameter_bytes, 4096)  # small models: a few KiB of shape and index constants
+    assert abs(weight_bytes - parameter_bytes) <= slack, (weight_bytes, parameter_bytes)
     if case.max_transposes is not None:
         ops = result.stage("tfjs-graph").extra["opHistogram"]
         assert ops.get("Transpose", 0) <= case.max_transposes, ops
+
+
+def _distinct_parameter_bytes(module: nn.Module) -> int:
+    """Bytes of the module's parameters, each distinct value counted once (nn.TransformerEncoder clones one layer,
+    so untrained layers hold equal weights, which the web model stores once)."""
+    return sum(len(b) for b in {p.detach().numpy().tobytes() for p in module.parameters()})

@@ -125,6 +125,36 @@ def _output_keys(func: Any) -> list[str]:
     return [f"output_{i}" for i in range(len(func.outputs))]
 
 
+def share_variable_reads(graph_def: Any) -> int:
+    """Point every main-graph reader of an `Identity` chain over a Const (what a variable read becomes when frozen)
+    at the Const itself. Otherwise grappler's constant folding turns each read into its own copy of the weight: a
+    weight read once per unrolled RNN step would be stored once per step. Returns how many inputs were rewired."""
+    from bridge.tfjs.graph_names import format_ref, parse_ref
+
+    nodes = {n.name: n for n in graph_def.node}
+
+    def source(ref: str) -> str:
+        parsed = parse_ref(ref)
+        node = nodes.get(parsed.node)
+        seen = 0
+        while node is not None and node.op == "Identity" and parsed.index == 0 and seen < 64:
+            data = [r for r in node.input if not r.startswith("^")]
+            if len(data) != 1 or len(data) != len(node.input):
+                break
+            parsed, node, seen = parse_ref(data[0]), nodes.get(parse_ref(data[0]).node), seen + 1
+        return format_ref(parsed) if node is not None and node.op == "Const" and seen else ref
+
+    rewired = 0
+    for node in graph_def.node:
+        for k, ref in enumerate(node.input):
+            if not ref.startswith("^"):
+                target = source(ref)
+                if target != ref:
+                    node.input[k] = target
+                    rewired += 1
+    return rewired
+
+
 def freeze_signature(saved_model_dir: Path, signature: str = "serving_default", *,
                      lower_control_flow: bool = True) -> FrozenSignature:
     """Freeze one signature of a SavedModel into a single GraphDef (calls inlined, variables as Const).
@@ -141,6 +171,7 @@ def freeze_signature(saved_model_dir: Path, signature: str = "serving_default", 
     except Exception as exc:
         raise ConversionError(f"cannot freeze signature {signature!r}: {exc}", stage="tfjs-write",
                               hint="the signature may use resources TF.js cannot hold (tables, iterators)") from exc
+    share_variable_reads(graph_def)
     inputs = _signature_inputs(func)
     placeholders = {n.name for n in graph_def.node if n.op == "Placeholder"}
     missing = [i.name for i in inputs if i.name.split(":")[0] not in placeholders]

@@ -7,7 +7,7 @@ node the TF.js 4.22.0 runtime cannot execute (on both the wasm and cpu backends)
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -233,28 +233,43 @@ def fold_batch_norms(graph_def: graph_pb2.GraphDef, protected: Collection[str]) 
         if fold is not None:
             folds.append(fold)
     doomed: list[str] = []
+    made: dict[bytes, str] = {}  # identical folded values share one Const (one per step of an unrolled RNN)
     for fold in folds:
-        doomed += _apply_fold(graph_def, fold, taken)
+        doomed += _apply_fold(graph_def, fold, taken, made)
     remove_nodes(graph_def, doomed)
     return len(folds)
 
 
-def _apply_fold(graph_def: graph_pb2.GraphDef, fold: _Fold, taken: set[str]) -> list[str]:
-    """Write the folded weight/bias Consts, rewire, and return the names of the nodes now dead."""
+def _apply_fold(graph_def: graph_pb2.GraphDef, fold: _Fold, taken: set[str], made: dict[bytes, str]) -> list[str]:
+    """Write the folded weight/bias Consts (reusing one in `made`, keyed by content, when an earlier fold wrote the
+    same values), rewire, and return the names of the nodes now dead."""
     c, last = fold.contraction, fold.chain[-1]
-    weight = make_const(unique_name(taken, f"{c.node.name}/folded_weight"),
-                        c.scaled_weight(fold.scale).astype(np.float32))
-    bias = make_const(unique_name(taken, f"{last.name}/folded_bias"), fold.bias.astype(np.float32))
-    graph_def.node.extend([weight, bias])
-    refs = list(c.node.input)
-    refs[[i for i, s in enumerate(refs) if not s.startswith("^")][1]] = weight.name
-    del c.node.input[:]
-    c.node.input.extend(refs)
+    bias_value = fold.bias.astype(np.float32)
+    bias = _shared_const(graph_def, f"{last.name}/folded_bias", lambda: bias_value, taken, made,
+                         b"bias:" + bias_value.tobytes())
+    if not np.all(fold.scale == 1):  # additive-only chains keep the weight: it may be shared (unrolled RNN steps)
+        key = b"weight:" + c.weight.name.encode() + b":" + fold.scale.astype(np.float32).tobytes()
+        weight = _shared_const(graph_def, f"{c.node.name}/folded_weight",
+                               lambda: c.scaled_weight(fold.scale).astype(np.float32), taken, made, key)
+        refs = list(c.node.input)
+        refs[[i for i, s in enumerate(refs) if not s.startswith("^")][1]] = weight
+        del c.node.input[:]
+        c.node.input.extend(refs)
     controls = [s for n in fold.chain for s in n.input if s.startswith("^")]
-    new_last = make_node(last.name, "BiasAdd", [c.node.name, bias.name, *dict.fromkeys(controls)],
+    new_last = make_node(last.name, "BiasAdd", [c.node.name, bias, *dict.fromkeys(controls)],
                          {"T": ("type", types_pb2.DT_FLOAT), "data_format": "NHWC"})
     last.CopyFrom(new_last)
     return [n.name for n in fold.chain[:-1]]
+
+
+def _shared_const(graph_def: graph_pb2.GraphDef, name: str, value: Callable[[], np.ndarray], taken: set[str],
+                  made: dict[bytes, str], key: bytes) -> str:
+    """The name of the Const made earlier under `key`, or of a new Const `name` holding `value()`."""
+    if key not in made:
+        const = make_const(unique_name(taken, name), value())
+        graph_def.node.append(const)
+        made[key] = const.name
+    return made[key]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ probe. If a check finds a stand-in was computed with, the real graph is optimize
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,8 @@ from typing import Any
 from bridge.errors import ConversionError
 from bridge.tfjs import fusions
 from bridge.tfjs.freeze import TensorInfo, freeze_signature
-from bridge.tfjs.graph_names import canonicalize_functions, iter_all_nodes, node_name, parse_ref, remove_nodes
+from bridge.tfjs.graph_names import (NodeRef, canonicalize_functions, format_ref, iter_all_nodes, node_name,
+                                     parse_ref, remove_nodes)
 from bridge.tfjs.grappler import PASS1_OPTIMIZERS, PASS2_OPTIMIZERS, run_grappler
 from bridge.tfjs.op_list import DEBUG_OPS, check_ops, needs_async
 from bridge.tfjs.layer_norm import layer_norm_epsilons, restore_layer_norm_epsilons
@@ -139,6 +141,7 @@ def _run_passes(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorIn
     apply_rewrites(graph_def)
     split_strided_slice_shrink(graph_def)
     reroute_switch_control_inputs(graph_def)
+    share_small_constants(graph_def, protected)
     prune_dead_nodes(graph_def, protected)
     fusions.clear_devices(graph_def)
     canonicalize_functions(graph_def)
@@ -149,6 +152,34 @@ def _run_passes(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorIn
 
 def _fetch_nodes(outputs: list[TensorInfo]) -> set[str]:
     return {node_name(o.name) for o in outputs}
+
+
+SMALL_CONSTANT_ELEMENTS = 4096
+
+
+def share_small_constants(graph_def: Any, protected: set[str]) -> int:
+    """Point readers of main-graph Consts of at most SMALL_CONSTANT_ELEMENTS elements at the first Const with the
+    same dtype, shape and value (slice bounds and shapes repeat once per step of an unrolled RNN; grappler leaves
+    them apart). Returns how many readers were rewired; the orphans are pruned after."""
+    first: dict[bytes, str] = {}
+    alias: dict[str, str] = {}
+    for node in graph_def.node:
+        if node.op != "Const" or node.name in protected or node.input:  # control inputs pin it to a loop frame
+            continue
+        tensor = node.attr["value"].tensor
+        if math.prod(d.size for d in tensor.tensor_shape.dim) > SMALL_CONSTANT_ELEMENTS:
+            continue
+        key = node.attr["dtype"].SerializeToString() + tensor.SerializeToString(deterministic=True)
+        alias[node.name] = first.setdefault(key, node.name)
+    rewired = 0
+    for node in graph_def.node:
+        for k, ref in enumerate(node.input):
+            parsed = parse_ref(ref)
+            target = alias.get(parsed.node, parsed.node)
+            if target != parsed.node:
+                node.input[k] = format_ref(NodeRef(target, parsed.index, parsed.control))
+                rewired += 1
+    return rewired
 
 
 def prune_dead_nodes(graph_def: Any, keep: set[str]) -> int:
