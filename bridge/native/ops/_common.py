@@ -57,7 +57,6 @@ def window_padding(sizes: Sequence[int], outs: Sequence[int], kernel: Sequence[i
     return Padding("EXPLICIT", pads_t)
 
 
-
 def static_dims(dims: Sequence[int | None]) -> bool:
     """True when every dim is known."""
     return all(d is not None for d in dims)
