@@ -422,24 +422,16 @@ def _original_model(out: Path, data: ParityData) -> dict[str, Any]:
 
 
 def _write(out: Path, report: dict[str, Any]) -> Path:
-    from bridge.report import render_markdown
+    from bridge.report import json_default, render_markdown
     from bridge.report_html import write_html_report
 
     folder = out / PARITY_DIR
-    text = json.dumps(report, indent=2, default=_json_default) + "\n"
+    text = json.dumps(report, indent=2, default=json_default) + "\n"
     (folder / "report.json").write_text(text)
     data = json.loads(text)
     (folder / "report.md").write_text(render_markdown(data))
     write_html_report(data, folder, web_model=out / "web_model")
     return folder
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to report.json")
 
 
 def parity_from_cli(args: Any) -> int:

@@ -72,7 +72,7 @@ def write_reports(report: Report, folder: Path) -> list[Path]:
     """Write report.json and report.md into `folder`; returns their paths."""
     data = report.to_dict()
     json_path, md_path = folder / "report.json", folder / "report.md"
-    json_path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    json_path.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
     data = json.loads(json_path.read_text())
     md_path.write_text(render_markdown(data))
     from bridge.report_html import write_html_report
@@ -80,7 +80,8 @@ def write_reports(report: Report, folder: Path) -> list[Path]:
     return [json_path, md_path, write_html_report(data, folder)]
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """json.dumps `default=` for report data: arrays and numpy scalars as lists/numbers, paths as strings."""
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, Path):

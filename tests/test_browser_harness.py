@@ -31,7 +31,8 @@ from bridge.runtime.browser import BrowserRun, browser_status, run_in_browser
 from bridge.runtime.node import BackendRun
 from bridge.runtime.tensor_io import to_js_array
 from test_node_harness import (TinyModel, _drop_shard, _escape_folder, _no_model_json, _op, _placeholder,
-                               _truncate_shard, dense_no_signature, dense_relu, einsum, int_bool, where_positive)
+                               _truncate_shard, assert_broken_folder_fails_fast, dense_no_signature, dense_relu,
+                               einsum, int_bool, where_positive)
 
 TOLERANCE = {"webgl": 1e-4, "wasm": 1e-6, "cpu": 1e-6}
 PROCESS_MARKER = "bridge-browser-"
@@ -209,14 +210,7 @@ BROKEN_FOLDERS = {
 @pytest.mark.parametrize("case", sorted(BROKEN_FOLDERS))
 def test_broken_model_folder_raises(tmp_path: Path, case: str) -> None:
     """A bad folder is a WebModelError with stage browser, raised quickly instead of hanging."""
-    breaker, fragment = BROKEN_FOLDERS[case]
-    folder = dense_relu().write(tmp_path / "m")
-    breaker(folder)
-    started = time.monotonic()
-    with pytest.raises(WebModelError) as info:
-        run_in_browser(folder, [{"x": np.zeros((1, 3), np.float32)}], timeout_s=60)
-    assert info.value.stage == "browser" and fragment in str(info.value) and info.value.hint
-    assert time.monotonic() - started < 30
+    assert_broken_folder_fails_fast(run_in_browser, tmp_path, *BROKEN_FOLDERS[case], stage="browser")
 
 
 @needs_browser

@@ -266,13 +266,19 @@ BROKEN_FOLDERS = {"truncated_shard": (_truncate_shard, "bytes"), "missing_shard"
 @pytest.mark.parametrize("case", sorted(BROKEN_FOLDERS))
 def test_broken_model_folder_raises(tmp_path: Path, case: str) -> None:
     """A bad folder is a WebModelError with stage tfjs-node, raised quickly instead of hanging."""
-    breaker, fragment = BROKEN_FOLDERS[case]
+    assert_broken_folder_fails_fast(run_graph_model, tmp_path, *BROKEN_FOLDERS[case], stage="tfjs-node")
+
+
+def assert_broken_folder_fails_fast(runner: Callable[..., Any], tmp_path: Path, breaker: Callable[[Path], None],
+                                    fragment: str, *, stage: str) -> None:
+    """`runner(folder, input_sets, timeout_s=60)` on a dense model folder broken by `breaker` raises one
+    WebModelError of `stage` naming `fragment`, with a hint, within 30 s."""
     folder = dense_relu().write(tmp_path / "m")
     breaker(folder)
     started = time.monotonic()
     with pytest.raises(WebModelError) as info:
-        run_graph_model(folder, [{"x": np.zeros((1, 3), np.float32)}], timeout_s=60)
-    assert info.value.stage == "tfjs-node" and fragment in str(info.value) and info.value.hint
+        runner(folder, [{"x": np.zeros((1, 3), np.float32)}], timeout_s=60)
+    assert info.value.stage == stage and fragment in str(info.value) and info.value.hint
     assert time.monotonic() - started < 30
 
 
