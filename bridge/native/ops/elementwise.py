@@ -119,9 +119,7 @@ def sub(ctx: OpContext, node: Node) -> str:
 @converter("aten.rsub.Scalar", layout=ANY, emits=("Sub",))
 def rsub(ctx: OpContext, node: Node) -> str:
     """aten::rsub.Scalar(Tensor self, Scalar other, Scalar alpha=1) -> Tensor   (other - alpha * self)"""
-    alpha = ctx.arg("alpha", 1)
-    scaled = operand(ctx, "self") if alpha == 1 else f"{operand(ctx, 'self')} * {lit(alpha)}"
-    return f"{operand(ctx, 'other')} - {scaled}"
+    return f"{operand(ctx, 'other')} - {_scaled(ctx, 'self')}"
 
 
 @converter("aten.mul.Tensor", layout=ANY, emits=("Mul",))
@@ -177,15 +175,10 @@ def clamp_tensor(ctx: OpContext, node: Node) -> str:
     return f"tf.minimum({x}, {operand(ctx, 'max')})" if ctx.has("max") else x
 
 
-@converter("aten.pow.Scalar", layout=ANY, emits=("Pow",))
-def pow_scalar_base(ctx: OpContext, node: Node) -> str:
-    """aten::pow.Scalar(Scalar self, Tensor exponent) -> Tensor"""
-    return f"tf.math.pow({operand(ctx, 'self')}, {operand(ctx, 'exponent')})"
-
-
-@converter("aten.pow.Tensor_Tensor", layout=ANY, emits=("Pow", "Cast"))
+@converter("aten.pow.Tensor_Tensor", "aten.pow.Scalar", layout=ANY, emits=("Pow", "Cast"))
 def pow_tensor(ctx: OpContext, node: Node) -> str:
-    """aten::pow.Tensor_Tensor(Tensor self, Tensor exponent) -> Tensor"""
+    """aten::pow.Tensor_Tensor(Tensor self, Tensor exponent) -> Tensor   (also pow.Scalar(Scalar self, Tensor
+    exponent))"""
     return f"tf.math.pow({operand(ctx, 'self')}, {operand(ctx, 'exponent')})"
 
 
