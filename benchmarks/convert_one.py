@@ -137,9 +137,9 @@ def convert_model(name: str, route: str, out_dir: Path, node_backends: tuple[str
 def export_only(name: str, onnx_path: Path) -> dict[str, Any]:
     """Export a benchmark model to ONNX with bridge's exporter (no conversion); the file for onnxruntime-web."""
     from benchmarks.models import MODELS
-    from bridge.inputs import make_sample_inputs, parse_input_spec
+    from bridge.source.inputs import make_sample_inputs, parse_input_spec
     from bridge.onnx_route.export import export_onnx
-    from bridge.reference import run_reference, to_torch_inputs
+    from bridge.source.reference import run_reference, to_torch_inputs
 
     model = MODELS[name]
     module = model.build()

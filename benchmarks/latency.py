@@ -153,7 +153,7 @@ def torch_outputs(module: Any, sample: Mapping[str, np.ndarray], names: Sequence
     """The reference outputs (flattened in bridge's order) for the sanity checks."""
     import torch
 
-    from bridge.reference import flatten_outputs
+    from bridge.source.reference import flatten_outputs
 
     with torch.inference_mode():
         raw = module(*(torch.from_numpy(np.ascontiguousarray(sample[n])) for n in names))
@@ -320,7 +320,7 @@ def ort_browser_latency(onnx_path: Path, inputs: Mapping[str, np.ndarray], expec
     if problem:
         return skipped(problem)
     from bridge.runtime import browser
-    from bridge.server import serving
+    from bridge.demo.server import serving
 
     status = browser.browser_status()
     if not status.ok or status.launch_path is None:

@@ -114,8 +114,8 @@ def machine_info() -> dict[str, Any]:
 
 
 def versions() -> dict[str, Any]:
-    """bridge, Python packages, Node and TF.js (bridge.versions), onnxruntime-web, Chromium, Playwright."""
-    from bridge.versions import component_versions
+    """bridge, Python packages, Node and TF.js (bridge.report.versions), onnxruntime-web, Chromium, Playwright."""
+    from bridge.report.versions import component_versions
 
     found: dict[str, Any] = dict(component_versions())
     found["onnxruntime-web"] = lat.ort_version() or "missing"
@@ -216,7 +216,7 @@ def _primary_route(conversions: Mapping[str, Mapping[str, Any]]) -> str | None:
 def measure_latency(model: str, conversions: Mapping[str, Mapping[str, Any]], onnx_path: Path | None,
                     onnx_note: str, plan: Plan, log: Log) -> dict[str, Any]:
     """Every runtime's latency for one model, on the same input (seeded sample 0), back to back per environment."""
-    from bridge.inputs import make_sample_inputs, parse_input_spec
+    from bridge.source.inputs import make_sample_inputs, parse_input_spec
 
     bench = MODELS[model]
     module = bench.build()

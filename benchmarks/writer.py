@@ -67,7 +67,7 @@ def native_saved_model(name: str, folder: Path) -> tuple[Path, int, tuple[int, .
 
 def measure(name: str, saved_model: Path, params: int, input_shape: tuple[int, ...], out: Path) -> dict[str, Any]:
     """Write the web model (timed), then its size, ops, leftovers and wasm latency."""
-    from bridge.quiet import captured_output
+    from bridge.util.quiet import captured_output
     from bridge.runtime.node import run_graph_model
     from bridge.tfjs.convert import TfjsOptions, convert_saved_model
 
@@ -120,7 +120,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the small Keras MobileNetV2 only")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
-    from bridge.quiet import import_tensorflow
+    from bridge.util.quiet import import_tensorflow
 
     import_tensorflow()
     builders: list[tuple[str, Callable[[Path], tuple[Path, int, tuple[int, ...]]]]] = [

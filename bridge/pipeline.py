@@ -1,4 +1,5 @@
-"""`bridge.convert`: PyTorch model in, TF.js graph model out, with parity checked at every stage.
+"""`bridge.convert`: PyTorch model in, TF.js graph model out, with parity checked at every stage (the stages come
+from the one plan, `bridge.stages.plan`).
 
 The output folder is written atomically: a run that raises leaves nothing behind (and an old folder untouched).
 A run whose conversion succeeded but whose parity did not hold still writes its output and reports, with
@@ -15,19 +16,28 @@ from typing import Any
 
 import numpy as np
 
-from bridge import __version__
-from bridge.atomic import atomic_output_dir, check_output_dir
-from bridge.context import ConversionContext
+from bridge.bisect.run import BisectInputs, bisect_run
 from bridge.errors import BridgeError, UsageError
-from bridge.inputs import InputSpec, check_int32_range, check_unique_names, make_sample_inputs, parse_input_spec
-from bridge.limits import check_model_size
-from bridge.model_source import LoadedModel
 from bridge.options import ConvertOptions
-from bridge.progress import Progress
-from bridge.reference import run_reference
-from bridge.report import Report, write_reports
-from bridge.stages import StageResult, Status, worst_status
-from bridge.versions import component_versions
+from bridge.parity.store import save_parity_data
+from bridge.report.writer import Report, model_section, write_reports
+from bridge.source.inputs import (
+    InputSpec,
+    check_int32_range,
+    check_unique_names,
+    make_sample_inputs,
+    parse_input_spec,
+)
+from bridge.source.limits import check_model_size
+from bridge.source.model import LoadedModel
+from bridge.source.reference import run_reference
+from bridge.stages.artifacts import Artifacts
+from bridge.stages.context import RunInputs
+from bridge.stages.plan import Entry, Planned, PlanRequest, build_plan
+from bridge.stages.result import StageResult, Status, overall_status, stages_ok
+from bridge.stages.runner import PlanRun, run_plan
+from bridge.util.atomic import atomic_output_dir, check_output_dir
+from bridge.util.progress import Progress
 
 
 @dataclass
@@ -44,8 +54,7 @@ class ConvertResult:
     @property
     def ok(self) -> bool:
         """True when every stage passed (skipped stages count as failures only in strict mode)."""
-        allowed = {Status.PASS} if self.strict else {Status.PASS, Status.SKIPPED}
-        return all(s.status in allowed for s in self.stages)
+        return stages_ok(self.stages, self.strict)
 
     def stage(self, name: str) -> StageResult:
         """The result of the stage called `name`."""
@@ -92,7 +101,7 @@ def _as_loaded(model: Any, options: ConvertOptions) -> LoadedModel:
     if isinstance(model, (str, Path)) and str(model).endswith(".onnx"):
         return LoadedModel(kind="onnx", source=str(model), onnx_path=Path(model))
     if isinstance(model, (str, Path)):
-        from bridge.model_source import load_model
+        from bridge.source.model import load_model
 
         return load_model(str(model), trust_pickle=options.trust_pickle)
     import torch
@@ -138,36 +147,73 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 def run_conversion(loaded: LoadedModel, specs: list[InputSpec], samples: list[dict[str, np.ndarray]],
                    out_dir: Path, options: ConvertOptions, progress: Progress) -> ConvertResult:
-    """The pipeline proper: reference, route stages, web stages, reports; all inside an atomic output folder."""
+    """The pipeline proper: the reference, then the plan's stages (the route's, then the shared ones), bisection,
+    parity data, the demo page and the reports; all inside an atomic output folder."""
     check_output_dir(out_dir.resolve(), options.force)
     check_model_size(loaded.module, loaded.onnx_path, loaded.source)
     check_int32_range(specs, samples)
     names, reference = _reference(loaded, specs, samples, options)
     with atomic_output_dir(out_dir, force=options.force) as staging:
-        ctx = ConversionContext(module=loaded.module, onnx_source=loaded.onnx_path, specs=specs, samples=samples,
-                                output_names=names, reference=reference, options=options, staging=staging,
-                                progress=progress)
-        ctx.notes += _pickle_notes(loaded, progress)
-        ctx.notes += _non_finite_weights(loaded.module, progress)
-        route, stages, saved_model = _run_route(ctx)
-        from bridge.web_stages import run_web_stages
-
-        stages += run_web_stages(ctx, saved_model, route)
-        from bridge.bisect import bisect_conversion
-        from bridge.parity_cmd import save_parity_data
-
-        bisection = bisect_conversion(ctx, stages, force=options.layers)
+        run = RunInputs(tuple(specs), tuple(samples), tuple(reference), tuple(names), options, staging, progress,
+                        reference_kind="pytorch" if loaded.module is not None else "onnxruntime",
+                        onnx_source=loaded.onnx_path)
+        notes = _pickle_notes(loaded, progress) + _non_finite_weights(loaded.module, progress)
+        plan, route_run, route_notes = _run_route(run, Artifacts(module=loaded.module))
+        shared = run_plan(plan.shared, run, route_run.artifacts)
+        artifacts = shared.artifacts
+        stages = [*route_run.stages, *shared.stages]
+        notes += route_notes + list(route_run.notes + shared.notes)
+        bisection = bisect_run(BisectInputs(run, artifacts), plan.route + plan.shared, stages, force=options.layers)
         if bisection is not None:
             progress.note(f"  layers: {bisection.summary()}")
-        save_parity_data(ctx, staging, bisection)
-        ctx.notes += _write_demo_page(ctx, loaded)
-        report = _make_report(ctx, loaded, route, stages)
-        report.notes = ctx.notes
-        report.layers = bisection.to_dict() if bisection is not None else None
+        assert artifacts.interface is not None
+        save_parity_data(run, artifacts.route, artifacts.interface, loaded.module,
+                         bisection.torch if bisection is not None else None)
+        notes += _write_demo_page(run, artifacts, loaded)
+        report = _report(run, loaded, artifacts, stages, notes, bisection)
         write_reports(report, staging)
-        artifacts = sorted(p.name for p in staging.iterdir())
+        artifact_paths = sorted(p.name for p in staging.iterdir())
     return ConvertResult(out_dir=out_dir, status=report.status, stages=stages, report=report.to_dict(),
-                         artifacts=[out_dir / a for a in artifacts], strict=options.strict)
+                         artifacts=[out_dir / a for a in artifact_paths], strict=options.strict)
+
+
+@dataclass(frozen=True)
+class ConversionPlan:
+    """A conversion's plan, split where `--route auto` may fall back: the route's stages, then the shared ones."""
+
+    route_name: str
+    route: list[Planned]
+    shared: list[Planned]
+
+
+def conversion_plan(route: str, options: ConvertOptions) -> ConversionPlan:
+    """The plan `bridge convert` runs on `route`."""
+    plan = build_plan(PlanRequest(Entry.CONVERT, route, options))
+    return ConversionPlan(route, [p for p in plan if p.stage.routes is not None],
+                          [p for p in plan if p.stage.routes is None])
+
+
+def _run_route(run: RunInputs, given: Artifacts) -> tuple[ConversionPlan, PlanRun, list[str]]:
+    """Run the chosen route's stages; `auto` tries native first and falls back to ONNX, saying why."""
+    route = run.options.route
+    if route != "auto":
+        plan = conversion_plan(route, run.options)
+        return plan, run_plan(plan.route, run, given.with_(route=route)), []
+    native = conversion_plan("native", run.options)
+    try:
+        return native, run_plan(native.route, run, given.with_(route="native")), []
+    except BridgeError as exc:
+        failure = exc
+    # Outside the except block, so errors of the ONNX route do not chain onto the native route's.
+    run.progress.note(f"  native route not possible: {failure.message}")
+    for line in failure.details[:5]:
+        run.progress.note(f"    {line}")
+    run.progress.note("  falling back to the ONNX route")
+    note = ("route auto: the native route failed, so the ONNX route was used: "
+            + " | ".join(str(failure).splitlines()))
+    _clear_staging(run.folder)
+    onnx = conversion_plan("onnx", run.options)
+    return onnx, run_plan(onnx.route, run, given.with_(route="onnx")), [note]
 
 
 def _pickle_notes(loaded: LoadedModel, progress: Progress) -> list[str]:
@@ -196,21 +242,20 @@ def _non_finite_weights(module: Any, progress: Progress) -> list[str]:
     return notes
 
 
-def _write_demo_page(ctx: ConversionContext, loaded: LoadedModel) -> list[str]:
+def _write_demo_page(run: RunInputs, artifacts: Artifacts, loaded: LoadedModel) -> list[str]:
     """OUT/index.html with TF.js beside it; a missing TF.js build only costs the page (noted in the report)."""
-    from bridge.demo_page import write_demo_page
+    from bridge.demo.page import write_demo_page
     from bridge.errors import MissingDependencyError
-    from bridge.interface import to_web_samples
 
-    web_model = ctx.staging / "web_model"
-    if not (web_model / "model.json").is_file():
+    web_model, interface = artifacts.web_model, artifacts.interface
+    if web_model is None or interface is None:
         return ["demo page not written: there is no web model"]
     try:
-        write_demo_page(ctx.staging, web_model=web_model, input_ports=ctx.input_ports,
-                        output_ports=ctx.output_ports, samples=to_web_samples(ctx.samples, ctx.input_ports),
-                        reference=to_web_samples(ctx.reference, ctx.output_ports), model_name=loaded.source)
+        write_demo_page(run.folder, web_model=web_model.path, input_ports=interface.inputs,
+                        output_ports=interface.outputs, samples=interface.web_inputs(run.samples),
+                        reference=interface.web_outputs(run.reference), model_name=loaded.source)
     except MissingDependencyError as exc:
-        ctx.progress.note(f"  demo page not written: {exc.message}")
+        run.progress.note(f"  demo page not written: {exc.message}")
         return [f"demo page not written: {exc.message}"]
     return []
 
@@ -227,31 +272,6 @@ def _reference(loaded: LoadedModel, specs: list[InputSpec], samples: list[dict[s
     return run_reference(loaded.module, samples, specs, options.output_names)
 
 
-def _run_route(ctx: ConversionContext) -> tuple[str, list[StageResult], Path]:
-    """Run the chosen route; `auto` tries native first and falls back to ONNX, saying why."""
-    from bridge.route_native import run_native_route
-    from bridge.route_onnx import run_onnx_route
-
-    if ctx.options.route == "onnx":
-        return ("onnx", *run_onnx_route(ctx))
-    if ctx.options.route == "native":
-        return ("native", *run_native_route(ctx))
-    try:
-        return ("native", *run_native_route(ctx))
-    except BridgeError as exc:
-        failure = exc
-    # Outside the except block, so errors of the ONNX route do not chain onto the native route's.
-    ctx.progress.note(f"  native route not possible: {failure.message}")
-    for line in failure.details[:5]:
-        ctx.progress.note(f"    {line}")
-    ctx.progress.note("  falling back to the ONNX route")
-    ctx.notes.append("route auto: the native route failed, so the ONNX route was used: "
-                     + " | ".join(str(failure).splitlines()))
-    _clear_staging(ctx.staging)
-    ctx.input_ports, ctx.output_ports = [], []
-    return ("onnx", *run_onnx_route(ctx))
-
-
 def _clear_staging(staging: Path) -> None:
     """Remove what a failed route left in the staging folder."""
     import shutil
@@ -260,59 +280,17 @@ def _clear_staging(staging: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _make_report(ctx: ConversionContext, loaded: LoadedModel, route: str, stages: list[StageResult]) -> Report:
-    statuses = [s.status for s in stages]
-    if ctx.options.strict:
-        statuses = [Status.FAIL if s is Status.SKIPPED else s for s in statuses]
-    status = worst_status([s for s in statuses if s is not Status.SKIPPED]) if statuses else Status.FAIL
-    model = {"source": loaded.source, "kind": loaded.kind, "parameters": loaded.parameter_count,
-             "weights": loaded.weights, "untrusted_pickle_loaded": loaded.pickle_trusted,
-             "inputs": [_io(p.describe()) for p in ctx.input_ports],
-             "outputs": [_io(p.describe()) for p in ctx.output_ports]}
-    options = {"layout": ctx.options.layout, "quantize": list(ctx.options.quantize), "atol": ctx.options.atol,
-               "rtol": ctx.options.rtol, "strict": ctx.options.strict, "seed": ctx.options.seed,
-               "trust_pickle": ctx.options.trust_pickle or loaded.pickle_trusted}
-    return Report(route=route, status=status, model=model, stages=stages, samples=len(ctx.samples),
-                  artifacts=sorted(p.name + ("/" if p.is_dir() else "") for p in ctx.staging.iterdir())
-                  + ["report.json", "report.md", "report.html", "parity/"],
-                  versions=component_versions(), options=options)
-
-
-def _io(described: dict[str, Any]) -> dict[str, Any]:
-    return {k: described[k] for k in ("name", "shape", "web_shape", "dtype", "layout")}
-
-
-def convert_from_cli(args: Any) -> ConvertResult:
-    """`bridge convert` with parsed arguments: load the model, build the options, run, print where things are."""
-    from bridge.inputs import load_sample_inputs
-    from bridge.model_source import load_model
-
-    options = ConvertOptions(route=args.route, layout=args.layout, output_names=tuple(args.outputs),
-                             quantize=tuple(args.quantize), shard_size=args.shard_size, atol=args.atol,
-                             rtol=args.rtol, samples=args.samples, strict=args.strict, force=args.force,
-                             verbose=args.verbose, browser=args.browser, layers=args.layers,
-                             trust_pickle=args.trust_pickle,
-                             node_backends=tuple(b for b in args.node_backends.split(",") if b))
-    specs = [parse_input_spec(text) for text in args.inputs]
-    check_unique_names(specs)
-    check_output_dir(args.out.resolve(), options.force)
-    loaded = load_model(args.model, weights=args.weights, init_args=args.init_args, trust_pickle=args.trust_pickle)
-    user_samples = load_sample_inputs(args.sample_inputs, specs) if args.sample_inputs else []
-    progress = Progress(quiet=False)
-    progress.note(f"bridge {__version__}: {args.model} -> {args.out}")
-    result = convert(loaded, specs, args.out, options, sample_inputs=user_samples, quiet=False)
-    if args.junit:
-        from bridge.junit import write_junit
-
-        write_junit(result.report, args.junit)
-    _print_summary(progress, result)
-    return result
-
-
-def _print_summary(progress: Progress, result: ConvertResult) -> None:
-    out = result.out_dir
-    progress.note(f"  {out}/web_model/model.json  {out}/saved_model/  {out}/report.md  {out}/index.html")
-    progress.note(f"  try it in a browser: bridge serve {out}  (then open http://127.0.0.1:8000/)")
-    if not result.ok:
-        bad = [f"{s.name} {s.status.value}" for s in result.stages if s.status is not Status.PASS]
-        progress.note(f"parity did not hold: {', '.join(bad)}; see {out}/report.md")
+def _report(run: RunInputs, loaded: LoadedModel, artifacts: Artifacts, stages: list[StageResult], notes: list[str],
+            bisection: Any) -> Report:
+    options = run.options
+    assert artifacts.interface is not None
+    model = model_section(source=loaded.source, kind=loaded.kind, parameters=loaded.parameter_count,
+                          weights=loaded.weights, interface=artifacts.interface,
+                          untrusted_pickle_loaded=loaded.pickle_trusted)
+    written = {p.name + ("/" if p.is_dir() else "") for p in run.folder.iterdir()}
+    return Report(route=artifacts.route, status=overall_status(stages, options.strict), model=model, stages=stages,
+                  samples=len(run.samples), artifacts=sorted(written | {"report.json", "report.md", "report.html"}),
+                  options={"layout": options.layout, "quantize": list(options.quantize), "atol": options.atol,
+                           "rtol": options.rtol, "strict": options.strict, "seed": options.seed,
+                           "trust_pickle": options.trust_pickle or loaded.pickle_trusted},
+                  notes=notes, layers=bisection.to_dict() if bisection is not None else None)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import MissingDependencyError, UsageError, WebModelError
-from bridge.stages import StageResult, Status
+from bridge.stages.result import StageResult, Status, stages_ok
 
 STAGE = "assert-parity"
 
@@ -41,8 +41,8 @@ class ParityCheck:
 
     @property
     def ok(self) -> bool:
-        """True when every stage passed."""
-        return all(s.status is Status.PASS for s in self.stages)
+        """True when every stage passed (a test that asked for a stage wants it to run)."""
+        return stages_ok(self.stages, strict=True)
 
     def short_report(self, web_model: str = "the web model") -> str:
         """The report's short form: the verdict, one line per stage, the worst outputs, the first divergence."""
@@ -59,36 +59,20 @@ class ParityCheck:
         return "\n".join(lines)
 
 
-def _metadata(web_model: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _interface(web_model: Path) -> Any:
+    """The web model's interface, from bridge's metadata (else the signature, as is)."""
+    from bridge.source.ports import interface_from_model_json, interface_from_signature
+
     path = web_model / "model.json"
     try:
         model = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise WebModelError(f"cannot read {path}: {exc}", stage=STAGE,
                             hint="pass the folder holding model.json and its weight shards") from exc
-    meta = (model.get("userDefinedMetadata") or {}).get("bridge") or {}
-    return model, meta
-
-
-def _ports(model: Mapping[str, Any], meta: Mapping[str, Any], side: str) -> list[Any]:
-    """The web model's inputs or outputs as `Port`s, from bridge's metadata (else the signature, as is)."""
-    from bridge.interface import Port
-
-    ports = []
-    for item in meta.get(side) or []:
-        perm = item.get("permFromTorch", item.get("perm_from_torch"))
-        torch_shape = item.get("torchShape", item.get("shape"))
-        dtype = item.get("torchDtype", item.get("torch_dtype", item.get("dtype", "float32")))
-        ports.append(Port(name=item["name"], torch_shape=tuple(torch_shape), dtype=dtype,
-                          layout=item.get("layout", "source"), perm=tuple(perm) if perm else None))
-    if ports:
-        return ports
-    for key, info in ((model.get("signature") or {}).get(side) or {}).items():
-        dims = tuple(int(d.get("size", -1)) for d in info.get("tensorShape", {}).get("dim", []))
-        dtype = {"DT_INT32": "int32", "DT_BOOL": "bool"}.get(info.get("dtype", ""), "float32")
-        ports.append(Port(name=key, torch_shape=tuple(None if d < 0 else d for d in dims), dtype=dtype,
-                          layout="source"))
-    return ports
+    try:
+        return interface_from_model_json(model, STAGE)
+    except WebModelError:
+        return interface_from_signature(model)
 
 
 def _as_array(value: Any) -> np.ndarray:
@@ -113,7 +97,7 @@ def _input_sets(inputs: Any, ports: Sequence[Any]) -> list[dict[str, np.ndarray]
 
 
 def _specs(sets: Sequence[Mapping[str, np.ndarray]], ports: Sequence[Any]) -> list[Any]:
-    from bridge.inputs import InputSpec
+    from bridge.source.inputs import InputSpec
 
     missing = [p.name for p in ports if any(p.name not in s for s in sets)]
     if missing:
@@ -125,7 +109,7 @@ def _specs(sets: Sequence[Mapping[str, np.ndarray]], ports: Sequence[Any]) -> li
 
 def _reference(module: Any, sets: Sequence[Mapping[str, np.ndarray]], specs: Sequence[Any],
                out_ports: Sequence[Any]) -> list[dict[str, np.ndarray]]:
-    from bridge.reference import run_reference
+    from bridge.source.reference import run_reference
 
     names = [p.name for p in out_ports]
     default_names, reference = run_reference(module, sets, specs)
@@ -158,65 +142,32 @@ def check_parity(torch_model: Any, web_model_dir: str | Path, inputs: Any, *, at
                  rtol: float | None = None, backends: Sequence[str] = ("wasm",), browser: bool = False,
                  replay: bool = False, layers: bool = True) -> ParityCheck:
     """`assert_parity` without the assertion: returns the `ParityCheck` whatever the verdict."""
+    from bridge.bisect.run import BisectInputs, bisect_run
+    from bridge.options import ConvertOptions
     from bridge.runtime.node import require_node
+    from bridge.stages.artifacts import Artifacts, WebModel
+    from bridge.stages.context import RunInputs
+    from bridge.stages.plan import Entry, PlanRequest, build_plan
+    from bridge.stages.runner import run_plan
+    from bridge.util.progress import Progress
 
     web_model = Path(web_model_dir)
-    model_json, meta = _metadata(web_model)
+    interface = _interface(web_model)
     if backends:
         require_node()
-    in_ports, out_ports = _ports(model_json, meta, "inputs"), _ports(model_json, meta, "outputs")
-    sets = _input_sets(inputs, in_ports)
-    specs = _specs(sets, in_ports)
+    sets = _input_sets(inputs, interface.inputs)
+    specs = _specs(sets, interface.inputs)
     torch_model = torch_model.eval() if hasattr(torch_model, "eval") else torch_model
-    reference = _reference(torch_model, sets, specs, out_ports)
-    ctx = _context(torch_model, web_model, specs, sets, reference, in_ports, out_ports, atol, rtol, backends, browser)
-    stages = _stages(ctx, web_model, replay)
-    check = ParityCheck(stages)
+    reference = _reference(torch_model, sets, specs, interface.outputs)
+    options = ConvertOptions(atol=atol, rtol=rtol, node_backends=tuple(backends), browser=browser, samples=len(sets))
+    run = RunInputs(tuple(specs), tuple(sets), tuple(reference), tuple(p.name for p in interface.outputs), options,
+                    web_model.parent, Progress(quiet=True))
+    artifacts = Artifacts(module=torch_model, web_model=WebModel.read(web_model), interface=interface)
+    plan = build_plan(PlanRequest(Entry.ASSERT, None, options, replay=replay))
+    check = ParityCheck(list(run_plan(plan, run, artifacts, omit_missing=True).stages))
     if layers and not check.ok:
-        check.bisection = _bisect(ctx, web_model, stages)
+        check.bisection = bisect_run(BisectInputs(run, artifacts), plan, check.stages)
     return check
-
-
-def _context(module: Any, web_model: Path, specs: list[Any], sets: list[dict[str, np.ndarray]],
-             reference: list[dict[str, np.ndarray]], in_ports: list[Any], out_ports: list[Any],
-             atol: float | None, rtol: float | None, backends: Sequence[str], browser: bool) -> Any:
-    from bridge.context import ConversionContext
-    from bridge.options import ConvertOptions
-    from bridge.parity_cmd import quantization_figures
-    from bridge.progress import Progress
-    from bridge.tfjs.reader import read_web_model
-
-    options = ConvertOptions(atol=atol, rtol=rtol, node_backends=tuple(backends), browser=browser,
-                             samples=len(sets))
-    ctx = ConversionContext(module=module, onnx_source=None, specs=specs, samples=sets,
-                            output_names=[p.name for p in out_ports], reference=reference, options=options,
-                            staging=web_model.parent, progress=Progress(quiet=True), input_ports=in_ports,
-                            output_ports=out_ports)
-    ctx.quantization_step, ctx.quantized_weights = quantization_figures(read_web_model(web_model))
-    return ctx
-
-
-def _stages(ctx: Any, web_model: Path, replay: bool) -> list[StageResult]:
-    from bridge.browser_stages import browser_stages
-    from bridge.parity_cmd import replay_stage
-    from bridge.web_stages import node_stages
-
-    stages = [replay_stage(ctx, web_model)] if replay else []
-    if ctx.options.node_backends:
-        stages += node_stages(ctx, web_model)
-    if ctx.options.browser:
-        stages += browser_stages(ctx, web_model)
-    return stages
-
-
-def _bisect(ctx: Any, web_model: Path, stages: list[StageResult]) -> Any:
-    from bridge.bisect import BisectInputs, bisect
-
-    inputs = BisectInputs(module=ctx.module, specs=ctx.specs, samples=ctx.samples, reference=ctx.reference,
-                          input_ports=ctx.input_ports, output_ports=ctx.output_ports, tolerance=ctx.tolerance,
-                          web_model=web_model, node_backends=list(ctx.options.node_backends))
-    bad = [s.name for s in stages if s.status is not Status.PASS and s.status is not Status.SKIPPED]
-    return bisect(inputs, bad)
 
 
 def _parity_fixture() -> Callable[..., ParityCheck]:

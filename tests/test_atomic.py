@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.atomic import atomic_output_dir
+from bridge.util.atomic import atomic_output_dir
 from bridge.errors import OutputError
 
 

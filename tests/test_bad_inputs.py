@@ -113,12 +113,12 @@ def test_model_over_the_protobuf_limit_is_refused_before_any_work(tmp_path: Path
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """With the 2 GB limit shrunk to 10 kB, a 16.6 kB model is refused right after loading, before the reference
     runs (a model whose forward would raise shows it: the size check comes first)."""
-    import bridge.limits as limits
-    import bridge.reference
+    import bridge.source.limits as limits
+    import bridge.source.reference
 
     monkeypatch.setattr(limits, "PROTOBUF_LIMIT_BYTES", 10_000)
     monkeypatch.setattr(limits, "GRAPH_HEADROOM_BYTES", 0)
-    monkeypatch.setattr(bridge.reference, "run_reference", lambda *a, **k: pytest.fail("work was not spared"))
+    monkeypatch.setattr(bridge.source.reference, "run_reference", lambda *a, **k: pytest.fail("work was not spared"))
     with pytest.raises(ModelTooLargeError) as info:
         bridge.convert(_Wide(), ["x:1x64"], tmp_path / "out", browser=False)
     error = info.value
@@ -129,7 +129,7 @@ def test_model_over_the_protobuf_limit_is_refused_before_any_work(tmp_path: Path
 
 def test_weight_size_estimate_needs_no_memory() -> None:
     """A 3.6 GB model on the meta device (nothing allocated) is over the real limit; tied weights count once."""
-    from bridge.limits import check_model_size, module_weight_bytes
+    from bridge.source.limits import check_model_size, module_weight_bytes
 
     with torch.device("meta"):
         big = torch.nn.Linear(30_000, 30_000)
@@ -173,7 +173,7 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("case", TFJS_CASES, ids=[c[0] for c in TFJS_CASES])
 def test_bad_tfjs_inputs(tmp_path: Path, saved_model: Path, capsys: pytest.CaptureFixture[str],
                          monkeypatch: pytest.MonkeyPatch, case: tuple) -> None:  # type: ignore[type-arg]
-    import bridge.limits as limits
+    import bridge.source.limits as limits
 
     name, args, code, texts = case
     if name == "over-protobuf-limit":  # the limit shrunk to 100 bytes: no 2 GB SavedModel needed

@@ -21,8 +21,8 @@ from torch import nn
 import bridge
 from bridge.bisect import (GraphTensors, LayerLink, LayerPoint, TorchLayers, align_layers, capture_torch_layers,
                            compare_layers, match_score, metadata_layer_map, onnx_layer_map)
-from bridge.parity import Tolerance
-from bridge.stages import Status
+from bridge.parity.metrics import Tolerance
+from bridge.stages.result import Status
 
 SPEC = "x:1x3x16x16"
 CULPRIT = "features.4"  # the layer every deliberate-divergence case breaks
@@ -102,51 +102,6 @@ def tamper_saved_model(saved_model: Path, torch_weight: np.ndarray, factor: floa
     raise AssertionError("the culprit's kernel is not a Const of the SavedModel")
 
 
-def _integrated() -> bool:
-    from bridge.options import ConvertOptions
-
-    return "layers" in ConvertOptions.__dataclass_fields__
-
-
-def _simulate_lead_edits(mp: pytest.MonkeyPatch, layers: bool) -> None:
-    """Until pipeline.py/report.py/parity.py call them: bisect, store parity data, add `layers` to report.json,
-    write report.html, record error profiles. (The same calls the integration makes; see the helper's report.)"""
-    import bridge.parity as parity
-    import bridge.pipeline as pipeline
-    from bridge.bisect import bisect_conversion
-    from bridge.parity_cmd import save_parity_data
-    from bridge.parity import error_profile
-    from bridge.report_html import write_html_report
-    from bridge.stages import OutputParity
-
-    if "profile" not in OutputParity.__dataclass_fields__:
-        compare_flat = parity._compare_flat
-
-        def with_profile(name: str, got: np.ndarray, want: np.ndarray, tol: Tolerance, top1: Any) -> Any:
-            result = compare_flat(name, got, want, tol, top1)
-            result.profile = error_profile(got, want)
-            return result
-
-        mp.setattr(parity, "_compare_flat", with_profile)
-    state: dict[str, Any] = {}
-    make_report, write_reports = pipeline._make_report, pipeline.write_reports
-
-    def make(ctx: Any, loaded: Any, route: str, stages: list[Any]) -> Any:
-        state["layers"] = bisect_conversion(ctx, stages, force=layers)
-        save_parity_data(ctx, ctx.staging, state["layers"])
-        return make_report(ctx, loaded, route, stages)
-
-    def write(report: Any, folder: Path) -> list[Path]:
-        paths = write_reports(report, folder)
-        data = json.loads((folder / "report.json").read_text())
-        data["layers"] = state["layers"].to_dict() if state.get("layers") is not None else None
-        (folder / "report.json").write_text(json.dumps(data, indent=2))
-        return paths + [write_html_report(data, folder)]
-
-    mp.setattr(pipeline, "_make_report", make)
-    mp.setattr(pipeline, "write_reports", write)
-
-
 def convert_net(out: Path, *, layers: bool = False, tamper_web: bool = False, browser: bool = False,
                 route: str = "onnx") -> Any:
     """Convert `make_net()` with reports, parity data and bisection; with `tamper_web`, the writer's web model is
@@ -155,8 +110,6 @@ def convert_net(out: Path, *, layers: bool = False, tamper_web: bool = False, br
 
     net = make_net()
     with pytest.MonkeyPatch.context() as mp:
-        if not _integrated():
-            _simulate_lead_edits(mp, layers)
         if tamper_web:
             write_web = tfjs_convert.convert_saved_model
 
@@ -166,8 +119,7 @@ def convert_net(out: Path, *, layers: bool = False, tamper_web: bool = False, br
                 return summary
 
             mp.setattr(tfjs_convert, "convert_saved_model", wrong_writer)
-        extra = {"layers": layers} if _integrated() else {}
-        return bridge.convert(net, [SPEC], out, force=True, browser=browser, route=route, **extra)
+        return bridge.convert(net, [SPEC], out, force=True, browser=browser, route=route, layers=layers)
 
 
 _CONVERSIONS: dict[str, Path] = {}
@@ -337,7 +289,7 @@ class _Reused(nn.Module):
 
 
 def test_capture_torch_layers_paths_aliases_reuse_and_source() -> None:
-    from bridge.inputs import InputSpec
+    from bridge.source.inputs import InputSpec
 
     torch.manual_seed(0)
     model = _Reused().eval()
@@ -401,7 +353,7 @@ def test_wrong_web_model_names_the_culprit_in_the_tfjs_stages(tmp_path_factory: 
 @pytest.mark.node
 def test_wrong_saved_model_names_the_culprit_in_the_tf_stage(tmp_path_factory: pytest.TempPathFactory,
                                                              tmp_path: Path) -> None:
-    from bridge.parity_cmd import run_parity
+    from bridge.parity.recheck import run_parity
 
     out = copy_of(converted(tmp_path_factory, "clean"), tmp_path / "out")
     tamper_saved_model(out / "saved_model", culprit_weight(make_net()))
@@ -416,7 +368,7 @@ def test_wrong_saved_model_names_the_culprit_in_the_tf_stage(tmp_path_factory: p
 @pytest.mark.node
 @pytest.mark.browser
 def test_bisection_in_chromium(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
-    from bridge.parity_cmd import run_parity
+    from bridge.parity.recheck import run_parity
     from bridge.runtime.browser import browser_status
 
     if browser_status().problems:

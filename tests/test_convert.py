@@ -15,8 +15,8 @@ import pytest
 
 import bridge
 from bridge.cli import main as cli_main
-from bridge.model_source import load_model
-from bridge.stages import Status
+from bridge.source.model import load_model
+from bridge.stages.result import Status
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB_STAGES = ["savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl", "browser-wasm",
@@ -195,7 +195,7 @@ def test_whole_conversion_runs_without_any_network(tmp_path: Path) -> None:
 @pytest.mark.node
 def test_in_process_conversion_makes_no_connection_attempt(tmp_path: Path) -> None:
     """Every socket connection and name lookup refused in-process; any attempt fails the block loudly."""
-    from bridge.quiet import network_blocked
+    from bridge.util.quiet import network_blocked
 
     loaded = load_model(str(ROOT / "examples/mlp/model.py:MLP"))
     with network_blocked("test", "a whole conversion"):

@@ -1,4 +1,4 @@
-"""The demo page (bridge.demo_page + templates/index.html.j2) for a converted TinyCNN, in real headless Chromium.
+"""The demo page (bridge.demo.page + templates/index.html.j2) for a converted TinyCNN, in real headless Chromium.
 
 One conversion (examples/tiny_cnn, ~15-20 s) feeds every browser case. The page's outputs are compared with
 PyTorch's in Python, not only through the page's own max |Δ|: wasm and cpu run float32 kernels on the CPU
@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bridge.demo_page import (SAMPLES_BIN, SAMPLES_JSON, embedded_json, image_preprocessing, model_fingerprint,
+from bridge.demo.page import (SAMPLES_BIN, SAMPLES_JSON, embedded_json, image_preprocessing, model_fingerprint,
                               ports_from_model_json, read_model_json, write_demo_page)
 from bridge.errors import MissingDependencyError, UsageError, WebModelError
-from bridge.interface import Port, to_web_samples
+from bridge.source.ports import Port, to_web_samples
 from bridge.runtime import browser as browser_rt
 from bridge.runtime.tensor_io import TensorRef, read_tensor
 
@@ -86,7 +86,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Converted:
     import torch
 
     import bridge
-    from bridge.inputs import make_sample_inputs, parse_input_spec
+    from bridge.source.inputs import make_sample_inputs, parse_input_spec
 
     sys.path.insert(0, str(ROOT / "examples" / "tiny_cnn"))
     try:
@@ -154,7 +154,7 @@ def static_server(folder: Path) -> Iterator[str]:
 @contextmanager
 def bridge_server(folder: Path) -> Iterator[str]:
     """`bridge serve`'s server for `folder`."""
-    from bridge.server import serving
+    from bridge.demo.server import serving
 
     with serving(folder) as base:
         yield base
@@ -518,7 +518,7 @@ def test_opened_as_a_file_says_to_serve_it(converted: Converted) -> None:
 @pytest.mark.parametrize("name", ["demo/demo.js.j2", "demo/demo.css.j2"])
 def test_script_and_style_are_included_verbatim(name: str) -> None:
     """The page's script and style are Jinja templates only to be packaged: they must render unchanged."""
-    from bridge.templating import environment, templates_dir
+    from bridge.util.templating import environment, templates_dir
 
     assert environment().get_template(name).render() == (templates_dir() / name).read_text()
 
@@ -527,7 +527,7 @@ def test_script_and_style_are_included_verbatim(name: str) -> None:
 def test_samples_are_bundled_up_to_a_size(converted: Converted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           limit: int, bundled: int) -> None:
     """Sample sets go into the bin while they fit the limit; the first always does, and the page says so."""
-    import bridge.demo_page as demo_page
+    import bridge.demo.page as demo_page
 
     monkeypatch.setattr(demo_page, "MAX_SAMPLE_BYTES", limit)
     out = converted.copy(tmp_path / "site")

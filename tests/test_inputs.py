@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bridge.errors import UsageError
-from bridge.inputs import InputSpec, load_sample_inputs, make_sample_inputs, parse_input_spec
+from bridge.source.inputs import InputSpec, load_sample_inputs, make_sample_inputs, parse_input_spec
 
 GOOD = [
     ("x:1x3x64x64", InputSpec("x", (1, 3, 64, 64))),

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from bridge.errors import ModelLoadError, UsageError
-from bridge.model_source import load_model
+from bridge.source.model import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 LINEAR = str(ROOT / "examples" / "linear" / "model.py")

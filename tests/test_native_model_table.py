@@ -20,7 +20,7 @@ import torch.nn as nn
 
 import bridge
 from benchmarks.models import LSTMClassifier, MobileNetV2, ResNet18, TransformerEncoder, UNet, seeded
-from bridge.report import Status
+from bridge.stages.result import Status
 
 NATIVE_STAGES = ["capture", "tf", "savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl",
                  "browser-wasm", "browser-indexeddb"]

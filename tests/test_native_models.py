@@ -251,7 +251,7 @@ def _check_saved_model(result, inputs: list[torch.Tensor], expected: list[torch.
     loaded = tf.saved_model.load(str(result.saved_model_dir))
     serving = loaded.signatures["serving_default"]
     assert sorted(serving.structured_input_signature[1]) == sorted(i.name for i in result.inputs)
-    feeds = {info.name: tf.constant(info.to_tf(t.numpy())) for info, t in zip(result.inputs, inputs)}
+    feeds = {info.name: tf.constant(info.move_to_web(t.numpy())) for info, t in zip(result.inputs, inputs)}
     outputs = serving(**feeds)
     assert set(outputs) == {o.name for o in result.outputs}
     for info, e in zip(result.outputs, expected):
@@ -270,7 +270,7 @@ def test_linear_model_on_tutorial_input(tmp_path: Path) -> None:
 def test_dynamic_batch_runs_other_batch_sizes(tmp_path: Path) -> None:
     case = next(m for m in MODELS if m.id == "small-cnn-dynamic-batch")
     module, _, result = _build(case, tmp_path)
-    assert result.inputs[0].shape[0] is None
+    assert result.inputs[0].web_shape[0] is None
     x = torch.randn(5, 3, 16, 16)
     with torch.no_grad():
         expected = module(x).numpy()
@@ -443,7 +443,7 @@ def test_through_tfjs_wasm(model_id: str, tmp_path: Path) -> None:
     module, inputs, result = _build(case, tmp_path / "tf")
     web = tmp_path / "web_model"
     convert_saved_model(result.saved_model_dir, web, TfjsOptions())
-    feeds = {info.name: info.to_tf(t.numpy()) for info, t in zip(result.inputs, inputs)}
+    feeds = {info.name: info.move_to_web(t.numpy()) for info, t in zip(result.inputs, inputs)}
     runs = run_graph_model(web, [feeds], backends=("wasm",))
     assert runs["wasm"].ok, runs["wasm"].error
     with torch.no_grad():

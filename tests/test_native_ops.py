@@ -240,7 +240,7 @@ def _tfjs_wasm_output(result: object, inputs: list[torch.Tensor], web_dir: Path)
     if not status.ok:
         pytest.skip("Node harness unavailable: " + "; ".join(status.problems))
     convert_saved_model(result.saved_model_dir, web_dir, TfjsOptions())  # type: ignore[attr-defined]
-    feeds = {i.name: i.to_tf(t.numpy()) for i, t in zip(result.inputs, inputs)}  # type: ignore[attr-defined]
+    feeds = {i.name: i.move_to_web(t.numpy()) for i, t in zip(result.inputs, inputs)}  # type: ignore[attr-defined]
     run = run_graph_model(web_dir, [feeds], backends=["wasm"])["wasm"]
     assert run.ok, run.error
     first = result.outputs[0]  # type: ignore[attr-defined]

@@ -21,9 +21,10 @@ from torch import nn
 from benchmarks.models import ResNet18
 from bridge.errors import BridgeError, ExportError, ModelLoadError, UsageError
 from bridge.onnx_route.export import condense_reason, export_onnx
-from bridge.onnx_route.layouts import NCHW_TO_NHWC, IOInfo, inverse_perm, max_abs_diff
+from bridge.onnx_route.layouts import NCHW_TO_NHWC, inverse_perm, max_abs_diff
+from bridge.source.ports import Port
 from bridge.onnx_route.onnxrt import load_onnx_checked, run_onnx
-from bridge.quiet import captured_output, network_blocked
+from bridge.util.quiet import captured_output, network_blocked
 from bridge.onnx_route.to_tf import TfRebuild, _match_outputs, onnx_to_saved_model
 
 ORT_ATOL = 1e-5
@@ -228,8 +229,8 @@ def test_route_matches_pytorch(case: Case, tmp_path: Path) -> None:
         assert info.layout == case.expect_in.get(info.name, info.layout)
         torch_shape = case.inputs[info.name]
         expected = tuple(None if a in case.dynamic.get(info.name, []) else torch_shape[a]
-                         for a in info.perm_from_torch)
-        assert info.shape == expected, f"{info.name}: signature shape {info.shape} != {expected}"
+                         for a in info.perm or range(len(torch_shape)))
+        assert info.web_shape == expected, f"{info.name}: signature shape {info.web_shape} != {expected}"
     for info in rebuild.outputs:
         assert info.layout == case.expect_out.get(info.name, info.layout)
     assert not list(rebuild.saved_model_dir.rglob("*.tflite"))
@@ -280,7 +281,7 @@ def _swapped_layout_is_caught(tmp_path: Path) -> None:
                        output_names=["y"]).path
     rebuild = onnx_to_saved_model(path, tmp_path / "sm", input_layouts={}, sample_inputs=samples)
     assert rebuild.outputs[0].layout == "nhwc"
-    lying = [IOInfo(o.name, o.shape, o.dtype, "nchw", (0, 1, 2, 3)) for o in rebuild.outputs]
+    lying = [Port.from_web_shape(o.name, o.web_shape, o.dtype, "nchw", (0, 1, 2, 3)) for o in rebuild.outputs]
     fooled = TfRebuild(rebuild.saved_model_dir, rebuild.inputs, lying, rebuild.run_tf)
     _assert_close(_run_saved_model(fooled, samples), _torch_outputs(module, samples, ["y"]), TF_ATOL,
                   "SavedModel read with the wrong layout")
@@ -339,7 +340,7 @@ def _convert_with_fake_onnx2tf(tmp_path: Path, fake: Callable[..., object]) -> N
     """Run the conversion with onnx2tf.convert replaced by `fake` (after the real import)."""
     from unittest import mock
 
-    from bridge.quiet import import_onnx2tf
+    from bridge.util.quiet import import_onnx2tf
 
     onnx2tf = import_onnx2tf()
     with mock.patch.object(onnx2tf, "convert", fake):
@@ -409,7 +410,7 @@ def test_conversion_succeeds_with_sockets_failing(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(socket.socket, "connect", refuse)
     rebuild = _convert_cnn(tmp_path, {})
     assert attempts == []
-    assert rebuild.inputs[0].layout == "nhwc" and rebuild.inputs[0].perm_from_torch == NCHW_TO_NHWC
+    assert rebuild.inputs[0].layout == "nhwc" and rebuild.inputs[0].perm == NCHW_TO_NHWC
     assert (rebuild.saved_model_dir / "saved_model.pb").is_file()
 
 
@@ -464,9 +465,9 @@ def test_input_specs_of_a_given_onnx_file(tmp_path: Path) -> None:
 
 def test_inverse_perm_round_trip() -> None:
     value = np.arange(24).reshape(1, 2, 3, 4)
-    info = IOInfo("x", (1, 3, 4, 2), "int64", "nhwc", NCHW_TO_NHWC)
-    assert info.to_tf(value).shape == (1, 3, 4, 2)
-    np.testing.assert_array_equal(info.to_torch(info.to_tf(value)), value)
+    info = Port.from_web_shape("x", (1, 3, 4, 2), "int64", "nhwc", NCHW_TO_NHWC)
+    assert info.move_to_web(value).shape == (1, 3, 4, 2)
+    np.testing.assert_array_equal(info.to_torch(info.move_to_web(value)), value)
     assert inverse_perm(NCHW_TO_NHWC) == (0, 3, 1, 2)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.parity import Tolerance, compare_output, compare_outputs
-from bridge.stages import Status, worst_status
+from bridge.parity.metrics import Tolerance, compare_output, compare_outputs
+from bridge.stages.result import Status, worst_status
 
 TOL = Tolerance(atol=1e-4, rtol=1e-3)
 REF = np.linspace(-2.0, 2.0, 50, dtype=np.float32).reshape(5, 10)

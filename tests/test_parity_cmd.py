@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from bridge.errors import BridgeError
-from bridge.interface import to_web_samples
-from bridge.parity_cmd import ParityDataError, load_parity_data, parity_from_cli, run_parity
+from bridge.source.ports import to_web_samples
+from bridge.cli import parity_from_cli
+from bridge.parity.recheck import run_parity
+from bridge.parity.store import ParityDataError, load_parity_data
 from test_bisect import converted, copy_of, culprit_weight, make_net, tamper_web_weight
 
 pytestmark = pytest.mark.node

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bridge.junit import junit_tree, write_junit
-from bridge.parity import error_profile
-from bridge.report import render_markdown
-from bridge.report_html import (bars_svg, histogram_svg, layer_curve_svg, render_html,
+from bridge.report.junit import junit_tree, write_junit
+from bridge.parity.metrics import error_profile
+from bridge.report.writer import render_markdown
+from bridge.report.html import (bars_svg, histogram_svg, layer_curve_svg, render_html,
                                 scatter_svg)
 from test_bisect import CULPRIT, converted, report_of
 

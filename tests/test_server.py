@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.server import is_safe_request_path, serving
+from bridge.demo.server import is_safe_request_path, serving
 
 FILES = {"model.json": b"{}", "group1-shard1of1.bin": b"\x00\x01", "tfjs.wasm": b"\x00asm", "tf.min.js": b"//",
          "index.html": b"<html></html>"}

@@ -29,7 +29,7 @@ from bridge.errors import ConversionError  # noqa: E402
 from bridge.tfjs import replay  # noqa: E402
 from bridge.tfjs.convert import TfjsOptions, convert_saved_model  # noqa: E402
 from bridge.tfjs.reader import read_web_model  # noqa: E402
-from bridge.web_stages import signature_infos  # noqa: E402
+from bridge.tfjs.reader import signature_infos  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ((1024, 4096), (4096, 512), (512, 4096))  # kernels of 16, 8 and 8 MiB
@@ -128,7 +128,7 @@ CHILD = textwrap.dedent("""
     import numpy as np
     from bridge.tfjs import replay
     from bridge.tfjs.reader import read_web_model
-    from bridge.web_stages import signature_infos
+    from bridge.tfjs.reader import signature_infos
 
     def status(key):
         with open("/proc/self/status") as f:

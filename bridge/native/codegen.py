@@ -15,7 +15,7 @@ import jinja2
 import numpy as np
 
 from bridge.errors import ConversionError
-from bridge.interface import web_dtype
+from bridge.source.ports import web_dtype
 from bridge.native.ir import Dim, Graph, Layout, Node, Value, py_identifier
 from bridge.native.layout import RELAYOUT, relayout_label
 from bridge.native.registry import ConverterRegistry

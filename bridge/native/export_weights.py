@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from bridge.atomic import atomic_output_dir
+from bridge.util.atomic import atomic_output_dir
 from bridge.errors import ModelLoadError, UsageError
 
 FORMATS = ("tfjs", "npz", "safetensors")
@@ -108,7 +108,7 @@ def load_state_dict(spec: str, weights: Path | None = None, init_args: str | Non
     """The state_dict named by a command-line MODEL: a state_dict file (.safetensors, .pt, .pth), or a model
     (file.py:Class with optional --weights, TorchScript, .pt2, or with `trust_pickle` a whole pickled module) whose
     state_dict is taken."""
-    from bridge.model_source import load_model, read_state_dict
+    from bridge.source.model import load_model, read_state_dict
 
     path = Path(spec)
     if path.suffix in STATE_DICT_SUFFIXES and path.is_file() and weights is None and init_args is None:
@@ -127,7 +127,7 @@ def load_state_dict(spec: str, weights: Path | None = None, init_args: str | Non
 def cmd_export_weights(args: argparse.Namespace) -> int:
     """`bridge export-weights MODEL --format F --out DIR`: export the model's state_dict; returns exit code 0."""
     if args.format == "tfjs":
-        from bridge.quiet import import_tensorflow
+        from bridge.util.quiet import import_tensorflow
 
         import_tensorflow()  # the tfjs writer needs TensorFlow's dtypes: import it with its chatter hidden
     trust_pickle = bool(getattr(args, "trust_pickle", False))  # Namespaces built by hand may lack it

@@ -23,28 +23,9 @@ from bridge.native.fold import fold_weight_ops
 from bridge.native.ir import Graph, Layout
 from bridge.native.layout import RELAYOUT, assign_layouts, layout_from_name
 from bridge.native.registry import ConverterRegistry, default_registry, load_builtins, scan_unsupported
+from bridge.source.ports import Port
 
 _MODULE_IDS = itertools.count()
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One model input or output as the TF model sees it. `perm_from_torch` turns a PyTorch-layout array into
-    the TF layout: `tf_array = torch_array.transpose(perm_from_torch)`."""
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str
-    layout: str
-    perm_from_torch: tuple[int, ...]
-
-    def to_tf(self, array: np.ndarray) -> np.ndarray:
-        """A PyTorch-layout array in this tensor's TF layout."""
-        return np.ascontiguousarray(np.asarray(array).transpose(self.perm_from_torch))
-
-    def to_torch(self, array: np.ndarray) -> np.ndarray:
-        """A TF-layout array back in PyTorch layout."""
-        return np.ascontiguousarray(np.asarray(array).transpose(np.argsort(self.perm_from_torch)))
 
 
 @dataclass
@@ -55,8 +36,8 @@ class NativeRebuild:
     model_py: Path
     weights_path: Path
     saved_model_dir: Path
-    inputs: list[TensorInfo]
-    outputs: list[TensorInfo]
+    inputs: list[Port]
+    outputs: list[Port]
     model: Any  # the generated tf.Module instance
     capture_method: str
     op_counts: dict[str, int]  # captured ATen ops (plus bridge.relayout) by target
@@ -72,22 +53,26 @@ class NativeRebuild:
 
     def run(self, feeds: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Run the TF model on TF-layout inputs (by name or in order); returns TF-layout outputs by name."""
-        arrays = [feeds[i.name] for i in self.inputs] if isinstance(feeds, Mapping) else list(feeds)
-        result = self.model(*[_web_array(a, i) for a, i in zip(arrays, self.inputs)])
-        return {o.name: result[o.name].numpy() for o in self.outputs}
+        return run_generated(self.model, self.inputs, self.outputs, feeds)
 
     def run_torch_layout(self, *arrays: np.ndarray) -> list[np.ndarray]:
         """Run on PyTorch-layout inputs; returns PyTorch-layout outputs in order."""
-        result = self.run([info.to_tf(a) for info, a in zip(self.inputs, arrays)])
+        result = self.run([info.move_to_web(a) for info, a in zip(self.inputs, arrays)])
         return [info.to_torch(result[info.name]) for info in self.outputs]
 
 
-def _web_array(array: Any, info: TensorInfo) -> np.ndarray:
-    """An input array in the dtype of the generated signature (int64 ids as int32, refused if they do not fit)."""
-    from bridge.interface import web_dtype
+def run_generated(model: Any, inputs: Sequence[Port], outputs: Sequence[Port],
+                  feeds: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a generated TF model on TF-layout inputs (by name or in order); returns TF-layout outputs by name."""
+    arrays = [feeds[i.name] for i in inputs] if isinstance(feeds, Mapping) else list(feeds)
+    result = model(*[_web_array(a, i) for a, i in zip(arrays, inputs)])
+    return {o.name: result[o.name].numpy() for o in outputs}
 
+
+def _web_array(array: Any, info: Port) -> np.ndarray:
+    """An input array in the dtype of the generated signature (int64 ids as int32, refused if they do not fit)."""
     value = np.asarray(array)
-    wanted = web_dtype(info.dtype)
+    wanted = info.web_dtype
     if value.dtype.name == wanted:
         return value
     cast = value.astype(wanted)
@@ -209,9 +194,9 @@ def _output_layouts(graph: Graph, inputs: list[Layout], requested: Mapping[str, 
 
 
 def _io_infos(graph: Graph, names: list[str], ins: list[Layout],
-              outs: list[Layout]) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    def info(name: str, value: Any, layout: Layout) -> TensorInfo:
-        return TensorInfo(name, tuple(layout.physical_shape(value.shape)), value.dtype, layout.name(), layout.perm)
+              outs: list[Layout]) -> tuple[list[Port], list[Port]]:
+    def info(name: str, value: Any, layout: Layout) -> Port:
+        return Port.from_web_shape(name, layout.physical_shape(value.shape), value.dtype, layout.name(), layout.perm)
     return ([info(n, v, lay) for n, v, lay in zip(names, graph.inputs, ins)],
             [info(n, v, lay) for n, v, lay in zip(graph.output_names, graph.outputs, outs)])
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bridge.native.registry import default_registry, load_builtins, supported_ops
-from bridge.templating import render
+from bridge.util.templating import render
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "SUPPORTED_OPS.md"
 

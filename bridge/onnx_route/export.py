@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal, Mapping, Sequence
 
 from bridge.errors import BridgeError, ExportError, UsageError
 from bridge.onnx_route.onnxrt import OnnxValueSpec, external_data_files, io_specs, load_onnx_checked
-from bridge.quiet import captured_output
+from bridge.util.quiet import captured_output
 
 if TYPE_CHECKING:
     import torch

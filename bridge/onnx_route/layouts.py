@@ -9,12 +9,12 @@ from shapes alone (a 1x3x3x3 tensor looks the same in both layouts).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
 from bridge.errors import UsageError
+from bridge.source.ports import inverse_perm  # noqa: F401 - part of this module's vocabulary
 
 Layout = Literal["nchw", "nhwc", "source"]
 IMAGE_LAYOUTS: tuple[str, ...] = ("nhwc", "nchw")
@@ -24,42 +24,9 @@ NCHW_TO_NHWC: tuple[int, ...] = (0, 2, 3, 1)
 CHANNELS_LAST_PERM: dict[int, tuple[int, ...]] = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
 
 
-@dataclass(frozen=True)
-class IOInfo:
-    """One input or output of the TF model as the serving signature exposes it.
-
-    `shape` is the TF shape (None for a dynamic dim); `perm_from_torch` takes the PyTorch tensor to the TF tensor
-    (`tf_value = torch_value.transpose(perm_from_torch)`); it is the identity for "nchw" and "source".
-    """
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str
-    layout: Layout
-    perm_from_torch: tuple[int, ...] | None
-
-    def to_tf(self, torch_value: np.ndarray) -> np.ndarray:
-        """A PyTorch-ordered array in this tensor's TF layout."""
-        return apply_perm(torch_value, self.perm_from_torch)
-
-    def to_torch(self, tf_value: np.ndarray) -> np.ndarray:
-        """A TF-ordered array of this tensor back in PyTorch's order."""
-        if self.perm_from_torch is None:
-            return np.asarray(tf_value)
-        return apply_perm(tf_value, inverse_perm(self.perm_from_torch))
-
-
 def identity_perm(rank: int) -> tuple[int, ...]:
     """The permutation that changes nothing."""
     return tuple(range(rank))
-
-
-def inverse_perm(perm: Sequence[int]) -> tuple[int, ...]:
-    """The permutation that undoes `perm`."""
-    inverse = [0] * len(perm)
-    for position, axis in enumerate(perm):
-        inverse[axis] = position
-    return tuple(inverse)
 
 
 def apply_perm(value: np.ndarray, perm: Sequence[int] | None) -> np.ndarray:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import onnx
     import onnxruntime
 
-    from bridge.inputs import InputSpec
+    from bridge.source.inputs import InputSpec
 
 _STAGE = "onnx-check"
 
@@ -105,7 +105,7 @@ def io_specs(model: onnx.ModelProto) -> tuple[list[OnnxValueSpec], list[OnnxValu
 
 def input_specs_of(path: Path | str) -> list[InputSpec]:
     """The graph's inputs as bridge InputSpecs (None for a dynamic dim), for converting a given .onnx file."""
-    from bridge.inputs import InputSpec  # noqa: PLC0415
+    from bridge.source.inputs import InputSpec  # noqa: PLC0415
 
     inputs, _ = io_specs(load_onnx_checked(path))
     unknown_rank = [i.name for i in inputs if i.shape is None]

@@ -24,16 +24,14 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from bridge.errors import BridgeError, ExportError, OutputError, UsageError
-from bridge.interface import web_dtype
+from bridge.source.ports import Port, inverse_perm, web_dtype
 from bridge.onnx_route.layouts import (
     CHANNELS_LAST_PERM,
     NCHW_TO_NHWC,
-    IOInfo,
     apply_perm,
     candidate_perms,
     check_input_layouts,
     identity_perm,
-    inverse_perm,
     match_tolerance,
     max_abs_diff,
     output_layout,
@@ -41,7 +39,7 @@ from bridge.onnx_route.layouts import (
     plan_input,
 )
 from bridge.onnx_route.onnxrt import OnnxValueSpec, external_data_files, io_specs, load_onnx_checked, run_onnx
-from bridge.quiet import captured_output, import_onnx2tf, import_tensorflow, network_blocked
+from bridge.util.quiet import captured_output, import_onnx2tf, import_tensorflow, network_blocked
 
 _STAGE = "onnx-to-tf"
 SIGNATURE_KEY = "serving_default"
@@ -59,8 +57,8 @@ class TfRebuild:
     """
 
     saved_model_dir: Path
-    inputs: list[IOInfo]
-    outputs: list[IOInfo]
+    inputs: list[Port]
+    outputs: list[Port]
     run_tf: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] = field(repr=False, compare=False)
     onnx_max_abs_diff: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -68,7 +66,7 @@ class TfRebuild:
 
     def tf_inputs_from_torch(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """PyTorch-ordered input arrays rearranged into the signature's layouts and dtypes (int64 ids as int32)."""
-        return {info.name: _cast_exactly(info.name, info.to_tf(np.asarray(inputs[info.name])), web_dtype(info.dtype))
+        return {info.name: _cast_exactly(info.name, info.move_to_web(inputs[info.name]), web_dtype(info.dtype))
                 for info in self.inputs}
 
     def torch_outputs_from_tf(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -115,7 +113,7 @@ def onnx_to_saved_model(onnx_path: Path | str, saved_model_dir: Path | str, *, i
     with _timed(times, "match"):
         input_infos = _input_infos(model, inputs, plans)
         raw = _raw_function(tf, model, input_infos)
-        tf_samples = {i.name: _cast_exactly(i.name, i.to_tf(samples[i.name]), i.dtype) for i in input_infos}
+        tf_samples = {i.name: _cast_exactly(i.name, i.move_to_web(samples[i.name]), i.dtype) for i in input_infos}
         raw_values = [np.asarray(v) for v in raw(*[tf_samples[i.name] for i in input_infos])]
         hints = dict(getattr(model, "onnx_output_layouts", {}) or {})
         out_plans = _match_outputs(outputs, reference, raw_values, hints)
@@ -304,13 +302,13 @@ def _keras_input_names(model: Any) -> list[str]:
 
 
 def _input_infos(model: Any, inputs: list[OnnxValueSpec], plans: dict[str, tuple[str, tuple[int, ...]]]
-                 ) -> list[IOInfo]:
+                 ) -> list[Port]:
     """The signature's inputs, in the ONNX (user) order, checked against the shapes onnx2tf gave them."""
     keras_names = _keras_input_names(model)
     if sorted(keras_names) != sorted(i.name for i in inputs):
         raise ExportError("onnx2tf's model has different inputs from the ONNX graph", stage=_STAGE,
                           details=[f"ONNX: {[i.name for i in inputs]}", f"TF: {keras_names}"])
-    infos: list[IOInfo] = []
+    infos: list[Port] = []
     for spec in inputs:
         layout, perm = plans[spec.name]
         tensor = model.inputs[keras_names.index(spec.name)]
@@ -321,16 +319,16 @@ def _input_infos(model: Any, inputs: list[OnnxValueSpec], plans: dict[str, tuple
                 f"onnx2tf gave input {spec.name!r} shape {list(tf_shape)}, expected {layout} "
                 f"{list(permute_shape(onnx_shape, perm))}", stage=_STAGE,
                 hint="this input's layout cannot be controlled through onnx2tf; try the other input layout")
-        infos.append(IOInfo(spec.name, tf_shape, tensor.dtype.name, layout, perm))  # type: ignore[arg-type]
+        infos.append(Port.from_web_shape(spec.name, tf_shape, tensor.dtype.name, layout, perm))
     return infos
 
 
-def _raw_function(tf: Any, model: Any, input_infos: list[IOInfo]) -> Callable[..., list[Any]]:
+def _raw_function(tf: Any, model: Any, input_infos: list[Port]) -> Callable[..., list[Any]]:
     """The Keras model as a tf.function taking inputs in user order and returning its outputs as a list."""
     keras_names = _keras_input_names(model)
     order = [[info.name for info in input_infos].index(name) for name in keras_names]
 
-    @tf.function(input_signature=[tf.TensorSpec(i.shape, i.dtype, name=i.name) for i in input_infos])
+    @tf.function(input_signature=[tf.TensorSpec(i.web_shape, i.dtype, name=i.name) for i in input_infos])
     def raw(*args: Any) -> list[Any]:
         result = model([args[k] for k in order], training=False)
         return list(result) if isinstance(result, (list, tuple)) else [result]
@@ -391,7 +389,7 @@ def _mismatch(name: str, reference: np.ndarray, tf_values: list[np.ndarray]) -> 
     )
 
 
-def _serving_function(tf: Any, raw: Callable[..., list[Any]], input_infos: list[IOInfo],
+def _serving_function(tf: Any, raw: Callable[..., list[Any]], input_infos: list[Port],
                       out_plans: list[_OutputPlan]) -> Any:
     """The one serving tf.function: user input names and order, outputs as a dict in the user's order."""
 
@@ -408,11 +406,11 @@ def _serving_function(tf: Any, raw: Callable[..., list[Any]], input_infos: list[
             result[plan.name] = tf.identity(value, name=plan.name)
         return result
 
-    specs = [tf.TensorSpec(i.shape, web_dtype(i.dtype), name=i.name) for i in input_infos]
+    specs = [tf.TensorSpec(i.web_shape, web_dtype(i.dtype), name=i.name) for i in input_infos]
     return tf.function(serve, input_signature=specs).get_concrete_function()
 
 
-def _runner(serve: Any, input_infos: list[IOInfo]) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+def _runner(serve: Any, input_infos: list[Port]) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
     def run_tf(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the in-memory TF model: TF-layout arrays keyed by input name in, outputs keyed by name out.
 
@@ -439,7 +437,7 @@ def _cast_exactly(name: str, value: np.ndarray, dtype: Any) -> np.ndarray:
     return cast
 
 
-def _output_infos(serve: Any, out_plans: list[_OutputPlan], got: Mapping[str, np.ndarray]) -> list[IOInfo]:
+def _output_infos(serve: Any, out_plans: list[_OutputPlan], got: Mapping[str, np.ndarray]) -> list[Port]:
     """The signature's outputs in ONNX (user) order, with the shapes the serving function declares."""
     structured = serve.structured_outputs
     infos = []
@@ -447,8 +445,8 @@ def _output_infos(serve: Any, out_plans: list[_OutputPlan], got: Mapping[str, np
         tensor = structured[plan.name]
         shape = tuple(None if d is None else int(d) for d in tensor.shape)
         rank = len(plan.serve_perm)
-        infos.append(IOInfo(plan.name, shape, np.asarray(got[plan.name]).dtype.name,
-                            output_layout(rank, plan.serve_perm), plan.serve_perm))
+        infos.append(Port.from_web_shape(plan.name, shape, np.asarray(got[plan.name]).dtype.name,
+                                          output_layout(rank, plan.serve_perm), plan.serve_perm))
     return infos
 
 

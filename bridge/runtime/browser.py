@@ -33,7 +33,7 @@ from bridge.errors import BridgeError, MissingDependencyError, RuntimeStageError
 from bridge.runtime import node as node_rt
 from bridge.runtime.node import BackendRun, InputSet
 from bridge.runtime.tensor_io import pack_writer
-from bridge.server import serving
+from bridge.demo.server import serving
 
 STAGE = "browser"
 BROWSER_BACKENDS = ("webgl", "wasm", "cpu")

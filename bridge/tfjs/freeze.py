@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import ConversionError, ModelLoadError
-from bridge.limits import check_weight_bytes, saved_model_weight_bytes
+from bridge.source.limits import check_weight_bytes, saved_model_weight_bytes
 
 
 @dataclass(frozen=True)

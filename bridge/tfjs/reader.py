@@ -460,3 +460,15 @@ def graph_with_values(model: WebModel) -> graph_pb2.GraphDef:
         cast = values if dtype == tf.string else np.asarray(values).astype(dtype.as_numpy_dtype)
         tensor.CopyFrom(tf.make_tensor_proto(cast, dtype=dtype, shape=values.shape))
     return graph_def
+
+
+def signature_infos(signature: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+    """model.json's signature as `bridge.tfjs.freeze.TensorInfo` lists (inputs, outputs), in the file's order."""
+    from bridge.tfjs.freeze import TensorInfo
+
+    def infos(part: Mapping[str, Any]) -> list[Any]:
+        return [TensorInfo(key=key, name=value["name"], dtype=value.get("dtype", "DT_FLOAT"),
+                           shape=[int(d.get("size", -1)) for d in value.get("tensorShape", {}).get("dim", [])])
+                for key, value in part.items()]
+
+    return infos(signature.get("inputs", {})), infos(signature.get("outputs", {}))

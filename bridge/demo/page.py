@@ -25,8 +25,8 @@ from markupsafe import Markup
 
 from bridge import __version__
 from bridge.errors import MissingDependencyError, UsageError, WebModelError
-from bridge.interface import Port
 from bridge.runtime.tensor_io import pack_writer, to_js_array
+from bridge.source.ports import Port, interface_from_model_json
 
 STAGE = "demo-page"
 PAGE_NAME = "index.html"
@@ -70,7 +70,7 @@ def write_demo_page(out_dir: Path, *, web_model: Path, input_ports: Sequence[Por
     copy_tfjs(out_dir / TFJS_DIR)
     sample_info = write_samples(out_dir, input_ports, output_ports, samples, reference)
     data["samples"] = {"json": SAMPLES_JSON, "count": len(sample_info["sets"]), "bundledOf": len(samples)}
-    from bridge.templating import render
+    from bridge.util.templating import render
 
     page = out_dir / PAGE_NAME
     page.write_text(render("index.html.j2", title=f"{model_name} · bridge demo", data=data,
@@ -82,18 +82,8 @@ def write_demo_page(out_dir: Path, *, web_model: Path, input_ports: Sequence[Por
 
 def ports_from_model_json(model_json: Mapping[str, Any]) -> tuple[list[Port], list[Port]]:
     """The input and output ports recorded in model.json's userDefinedMetadata.bridge (to rebuild a page later)."""
-    meta = (model_json.get("userDefinedMetadata") or {}).get("bridge") or {}
-    if not meta.get("inputs") or not meta.get("outputs"):
-        raise WebModelError("model.json has no userDefinedMetadata.bridge inputs/outputs", stage=STAGE,
-                            hint="convert the model with bridge, which records them")
-
-    def port(entry: Mapping[str, Any]) -> Port:
-        perm = entry.get("permFromTorch")
-        return Port(name=str(entry["name"]), torch_shape=tuple(entry["torchShape"]),
-                    dtype=str(entry.get("torchDtype", entry["dtype"])), layout=str(entry["layout"]),
-                    perm=tuple(perm) if perm is not None else None)
-
-    return [port(e) for e in meta["inputs"]], [port(e) for e in meta["outputs"]]
+    interface = interface_from_model_json(model_json, STAGE)
+    return list(interface.inputs), list(interface.outputs)
 
 
 def web_model_url(out_dir: Path, web_model: Path) -> str:

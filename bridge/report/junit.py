@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import OutputError
+from bridge.report.formatting import fmt
 
 SUITE = "bridge parity"
 
@@ -25,13 +26,9 @@ def _case(parent: ET.Element, classname: str, name: str, seconds: float) -> ET.E
     return ET.SubElement(parent, "testcase", {"classname": classname, "name": name, "time": f"{seconds:.3f}"})
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3g}"
-
-
 def _output_text(output: Mapping[str, Any]) -> str:
-    return (f"max_abs {_fmt(output.get('max_abs'))}, max_rel {_fmt(output.get('max_rel'))}, "
-            f"cosine {_fmt(output.get('cosine'))}, atol {output.get('atol')}, rtol {output.get('rtol')}")
+    return (f"max_abs {fmt(output.get('max_abs'))}, max_rel {fmt(output.get('max_rel'))}, "
+            f"cosine {fmt(output.get('cosine'))}, atol {output.get('atol')}, rtol {output.get('rtol')}")
 
 
 def _stage_cases(suite: ET.Element, stage: Mapping[str, Any], layers_note: str | None) -> dict[str, int]:

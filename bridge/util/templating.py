@@ -11,10 +11,10 @@ import jinja2
 
 def templates_dir() -> Path:
     """The folder holding the templates: inside the installed package, else the checkout's top-level folder."""
-    packaged = Path(__file__).resolve().parent / "templates"
+    packaged = Path(__file__).resolve().parents[1] / "templates"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "templates"
+    return Path(__file__).resolve().parents[2] / "templates"
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.stages import OutputParity, Status
+from bridge.stages.result import OutputParity, Status
 
 # Below this cosine similarity an output that is out of tolerance is called broken (fail), not merely inaccurate.
 FAIL_COSINE = 0.99

@@ -1,4 +1,5 @@
-"""Stage results: what each pipeline stage did, how long it took and how close its numbers are to the reference."""
+"""Stage results: what each stage did, how long it took and how close its numbers are to the reference; and the one
+rule that turns a run's stage results into its overall status."""
 
 from __future__ import annotations
 
@@ -27,6 +28,21 @@ STATUS_ORDER = {Status.PASS: 0, Status.SKIPPED: 1, Status.INACCURATE: 2, Status.
 def worst_status(statuses: list[Status]) -> Status:
     """The worst of several statuses (fail > inaccurate > skipped > pass); pass for an empty list."""
     return max(statuses, key=STATUS_ORDER.__getitem__, default=Status.PASS)
+
+
+def overall_status(stages: "list[StageResult]", strict: bool) -> Status:
+    """A run's status: the worst stage that ran (a skipped stage counts as failed with `strict`); fail for a run
+    without stages. The one rule behind `bridge convert`, `bridge parity` and `assert_parity`."""
+    if not stages:
+        return Status.FAIL
+    statuses = [Status.FAIL if strict and s.status is Status.SKIPPED else s.status for s in stages]
+    return worst_status([s for s in statuses if s is not Status.SKIPPED])
+
+
+def stages_ok(stages: "list[StageResult]", strict: bool) -> bool:
+    """True when every stage passed (skipped stages count as failures only with `strict`)."""
+    allowed = {Status.PASS} if strict else {Status.PASS, Status.SKIPPED}
+    return all(s.status in allowed for s in stages)
 
 
 @dataclass

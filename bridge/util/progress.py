@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
 
-from bridge.stages import StageResult, Status
+from bridge.stages.result import StageResult, Status
 
 _STYLE = {Status.PASS: "green", Status.INACCURATE: "yellow", Status.FAIL: "red", Status.SKIPPED: "dim"}
 
@@ -56,28 +55,3 @@ def _has_fd(stream: object) -> bool:
         return True
     except (AttributeError, OSError, ValueError):
         return False
-
-
-def run_stage(progress: Progress, name: str, fn: Callable[[], StageResult], verbose: bool) -> StageResult:
-    """Run one stage: spinner, library output hidden unless verbose (its tail is added to a bridge error's
-    details), duration filled in, the stage line printed."""
-    from bridge.errors import BridgeError
-    from bridge.quiet import captured_output
-
-    with progress.running(name):
-        with captured_output(verbose) as captured:
-            try:
-                result = timed(fn)
-            except BridgeError as exc:
-                exc.details += [f"log: {line}" for line in captured.tail(8)] if not exc.details else []
-                raise
-    progress.stage_done(result)
-    return result
-
-
-def timed(fn: Callable[[], StageResult]) -> StageResult:
-    """Run a stage function and fill in its duration."""
-    start = time.perf_counter()
-    result = fn()
-    result.seconds = time.perf_counter() - start
-    return result

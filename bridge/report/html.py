@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
-from bridge.stages import Status
+from bridge.report.formatting import fmt, stage_max_abs
+from bridge.stages.result import Status
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 STATUS_COLORS = {"pass": "#2e7d32", "inaccurate": "#f9a825", "fail": "#c62828", "skipped": "#9e9e9e"}
@@ -164,15 +165,6 @@ def layer_curve_svg(layers: Mapping[str, Any]) -> Markup | None:
 # ------------------------------------------------------------------------------------------------ page data
 
 
-def _stage_max_abs(stage: Mapping[str, Any]) -> float | None:
-    values = [o["max_abs"] for o in stage.get("outputs", []) if o.get("max_abs") is not None]
-    return max(values) if values else None
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}g}"
-
-
 def _merged_profile(outputs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     profiles = [o["profile"] for o in outputs if o.get("profile")]
     if not profiles:
@@ -243,7 +235,7 @@ def _web_summary(web_model: Path | None) -> dict[str, Any] | None:
 
 def render_html(report: Mapping[str, Any], web_summary: Mapping[str, Any] | None = None) -> str:
     """report.html's text from report.json's content (and `bridge inspect`'s summary of the web model, if any)."""
-    from bridge.templating import render  # Jinja2 only when a page is written
+    from bridge.util.templating import render  # Jinja2 only when a page is written
 
     stages = list(report.get("stages", []))
     summary = model_summary(report, web_summary)
@@ -252,10 +244,10 @@ def render_html(report: Mapping[str, Any], web_summary: Mapping[str, Any] | None
     consts = dict(summary["ops"]).get("Const", 0)
     op_plot = bars_svg(ops[:16], "", f"ops in model.json (besides {consts} Const)") if ops else None
     return render("report.html.j2", report=report, stages=stages, layers=layers, summary=summary,
-                  symbols={s.value: s.symbol for s in Status}, colors=STATUS_COLORS, fmt=_fmt,
+                  symbols={s.value: s.symbol for s in Status}, colors=STATUS_COLORS, fmt=fmt,
                   distribution_plots=_distribution_plots(stages), scatter_plots=_scatter_plots(stages),
                   layer_plot=layer_curve_svg(layers) if layers else None, timing_plot=_timing_plot(stages),
-                  op_plot=op_plot, human_bytes=_human_bytes, stage_max_abs=_stage_max_abs)
+                  op_plot=op_plot, human_bytes=_human_bytes, stage_max_abs=stage_max_abs)
 
 
 def _human_bytes(count: int | None) -> str:

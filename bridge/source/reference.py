@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import CaptureError, UsageError
-from bridge.inputs import InputSpec
+from bridge.source.inputs import InputSpec
 
 STAGE = "reference"
 

@@ -1,0 +1,75 @@
+"""The stages that run in TensorFlow: `tf` (the route's TF model in memory), `savedmodel` (reloaded from disk
+through its serving signature) and `tfjs-graph` (the web model written by bridge's writer, then its exact graph
+replayed in TensorFlow with the written, dequantized weights)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.source.ports import Interface
+from bridge.stages.artifacts import Produced, WebModel
+from bridge.stages.context import StageEnv
+from bridge.stages.result import StageResult
+
+WEB_MODEL_DIR = "web_model"
+SIGNATURE = "serving_default"
+
+
+def check_tf_model(env: StageEnv) -> StageResult:
+    """The route's TF model, run in Python on every sample."""
+    tf_model = env.artifacts.tf_model
+    assert tf_model is not None
+    actual = [tf_model.run(sample) for sample in env.web_inputs()]
+    return env.judge(actual, detail=tf_model.detail, **tf_model.extra)
+
+
+def check_saved_model(env: StageEnv) -> StageResult:
+    """The SavedModel reloaded from disk and run through its serving signature."""
+    from bridge.util.quiet import import_tensorflow
+
+    tf = import_tensorflow(env.run.options.verbose)
+    loaded = tf.saved_model.load(str(env.artifacts.saved_model))
+    serve = loaded.signatures[SIGNATURE]
+    names = [p.name for p in env.interface.outputs]
+    actual = []
+    for sample in env.web_inputs():
+        result = serve(**{k: tf.constant(v) for k, v in sample.items()})
+        actual.append({name: result[name].numpy() for name in names})
+    return env.judge(actual, detail=SIGNATURE)
+
+
+def write_web_model(env: StageEnv) -> Produced:
+    """OUT/web_model from the SavedModel, with bridge's writer (the interface and route recorded in metadata)."""
+    from bridge.tfjs.convert import TfjsOptions, convert_saved_model
+
+    run, artifacts = env.run, env.artifacts
+    target = run.folder / WEB_MODEL_DIR
+    source = str(run.onnx_source) if run.onnx_source else type(artifacts.module).__name__
+    options = TfjsOptions(quantize=run.options.quantize, shard_size=run.options.shard_size,
+                          metadata=dict(run.options.metadata),
+                          bridge_metadata=_bridge_metadata(artifacts.route, env.interface), source=source, force=True)
+    convert_saved_model(artifacts.saved_model, target, options)
+    return Produced(artifacts.with_(web_model=WebModel.read(target)))
+
+
+def _bridge_metadata(route: str | None, interface: Interface) -> dict[str, Any]:
+    return {"route": route, **interface.metadata()}
+
+
+def check_web_graph(env: StageEnv) -> StageResult:
+    """The web model as written: read it back (validating it), replay its graph in TensorFlow, compare."""
+    from bridge.tfjs.inspect import summarize
+    from bridge.tfjs.reader import read_web_model, signature_infos
+    from bridge.tfjs.replay import replay_samples
+
+    web = env.artifacts.web_model
+    assert web is not None
+    model = read_web_model(web.path)
+    infos_in, infos_out = signature_infos(model.signature)
+    actual = replay_samples(model.graph_def, model.weights, env.web_inputs(), infos_in, infos_out)
+    summary = summarize(model)
+    return env.judge(actual, detail=f"{len(model.shards)} shard(s), {model.weight_bytes / 1e6:.2f} MB",
+                     weightCount=summary["weights"]["count"], weightBytes=summary["weights"]["bytes"],
+                     modelJsonBytes=(web.path / "model.json").stat().st_size,
+                     bytesByDtype=summary["weights"]["bytesByDtype"], needsAsync=summary["needsAsync"],
+                     opHistogram=summary["ops"], shards=len(model.shards))
