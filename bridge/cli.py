@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,24 @@ def _check_options(p: argparse.ArgumentParser, sample_inputs_help: str) -> None:
     p.add_argument("--strict", action="store_true", help="a skipped stage fails the run too (for CI)")
 
 
+def _sampling_options(p: argparse.ArgumentParser) -> None:
+    """The sample inputs, the tolerances and the runtimes parity uses (convert and tfjs)."""
+    p.add_argument("--samples", type=int, default=3, metavar="N", help="number of seeded random sample inputs "
+                   "(default 3)")
+    p.add_argument("--dynamic-sizes", action="append", default=[], metavar="[NAME.AXIS=]N,N,...",
+                   help="sizes a dynamic (?) dimension takes in the sample inputs, one per sample set in turn "
+                        "(default: a batch axis 2,3; any other axis 16,37,128); without NAME.AXIS for every "
+                        "dynamic axis but a batch axis; repeatable")
+    p.add_argument("--time-limit", type=float, default=1800.0, metavar="SECONDS",
+                   help="how long the reference run and each stage may take before the run ends with an error "
+                        "(default 1800; 0 for no limit)")
+    p.add_argument("--atol", type=float, help="absolute tolerance of every parity check (default per stage)")
+    p.add_argument("--rtol", type=float, help="relative tolerance of every parity check (default per stage)")
+    p.add_argument("--node-backends", default="wasm,cpu", metavar="LIST",
+                   help="TF.js backends to check in Node, comma-separated (default wasm,cpu; cpu is pure JavaScript "
+                        "and slow on large models)")
+
+
 def _force_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--force", action="store_true", help=f"replace {what}")
 
@@ -101,13 +120,7 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
                    help="layout of 4-D image inputs in the web model (default: nhwc, what tf.browser.fromPixels "
                         "gives)")
     _quantize_options(p)
-    p.add_argument("--samples", type=int, default=3, metavar="N", help="number of seeded random sample inputs "
-                   "(default 3)")
-    p.add_argument("--atol", type=float, help="absolute tolerance of every parity check (default per stage)")
-    p.add_argument("--rtol", type=float, help="relative tolerance of every parity check (default per stage)")
-    p.add_argument("--node-backends", default="wasm,cpu", metavar="LIST",
-                   help="TF.js backends to check in Node, comma-separated (default wasm,cpu; cpu is pure JavaScript "
-                        "and slow on large models)")
+    _sampling_options(p)
     _check_options(p, "your own sample inputs for parity (arrays named after the inputs; a leading extra axis holds "
                       "several sets)")
     _force_option(p, "an existing output folder")
@@ -115,19 +128,56 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _tfjs_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("saved_model", type=Path, metavar="SAVED_MODEL_DIR")
-    p.add_argument("out", type=Path, metavar="OUT_DIR")
-    p.add_argument("--signature", default="serving_default", help="signature key (default serving_default)")
+    """`bridge tfjs`: the official converter's flags under their own spellings (with _ or -), plus bridge's."""
+    from bridge.tfjs.sources import INPUT_FORMATS, OUTPUT_FORMATS
+
+    p.add_argument("source", type=Path, metavar="INPUT", help="a SavedModel folder, a frozen graph .pb, a TF Hub "
+                   "module folder, a Keras .h5 / .keras file or Keras SavedModel, or a TF.js layers model folder")
+    p.add_argument("out", type=Path, metavar="OUT_DIR", help="where model.json and the shards go (reports and "
+                   "parity data beside them)")
+    p.add_argument("--input-format", "--input_format", choices=INPUT_FORMATS, help="the input's format "
+                   "(default: detected)")
+    p.add_argument("--output-format", "--output_format", choices=OUTPUT_FORMATS, help="tfjs_graph_model or "
+                   "tfjs_layers_model (default: a layers model for Keras inputs, a graph model otherwise)")
+    p.add_argument("--signature", "--signature-name", "--signature_name", dest="signature",
+                   help="SavedModel / Hub signature (default serving_default; default for TF1 Hub modules)")
+    p.add_argument("--saved-model-tags", "--saved_model_tags", help="comma-separated tags of the graph to load "
+                   "(default serve; none for TF1 Hub modules)")
+    p.add_argument("--output-node-names", "--output_node_names", help="frozen graphs: comma-separated output nodes")
+    p.add_argument("--input-node-names", "--input_node_names", help="frozen graphs: comma-separated input nodes "
+                   "(default: the Placeholders)")
     _quantize_options(p)
-    p.add_argument("--control-flow-v2", action="store_true",
-                   help="keep TF2 While/If ops instead of lowering them to v1 control flow")
+    for dtype in ("float16", "uint8", "uint16"):
+        p.add_argument(f"--quantize-{dtype}", f"--quantize_{dtype}", dest=f"quantize_{dtype}", nargs="?",
+                       const="*", metavar="NAMES", help=f"quantize weights to {dtype} (optionally only the "
+                       "comma-separated weight names or globs given)")
+    p.add_argument("--weight-shard-size-bytes", "--weight_shard_size_bytes", dest="shard_size", type=int,
+                   metavar="BYTES", help="the official spelling of --shard-size")
+    p.add_argument("--control-flow-v2", "--control_flow_v2", type=_flag, nargs="?", const=True, default=False,
+                   metavar="BOOL", help="keep TF2 While/If ops instead of lowering them to v1 control flow")
+    p.add_argument("--strip-debug-ops", "--strip_debug_ops", type=_flag, nargs="?", const=True, default=True,
+                   metavar="BOOL", help="drop Assert, Print and CheckNumerics ops (default True)")
     p.add_argument("--metadata", action="append", default=[], metavar="KEY=FILE.json",
-                   help="add FILE.json's content under userDefinedMetadata.KEY; repeatable")
+                   help="add FILE.json's content under userDefinedMetadata.KEY (also KEY:FILE,KEY:FILE); repeatable")
+    p.add_argument("--trust-code", action="store_true", help="let a Keras file with Lambda layers load (their Python "
+                   "code runs); such layers still cannot be written as a layers model")
+    _sampling_options(p)
+    _check_options(p, "your own sample inputs for parity (arrays named after the model's inputs)")
     _force_option(p, "an existing OUT_DIR")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow logs")
+
+
+def _flag(text: str) -> bool:
+    """A boolean flag value as the official converter takes it (True/False, 1/0, yes/no)."""
+    value = str(text).strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (True or False)")
+    return value in ("true", "1", "yes")
 
 
 def _inspect_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("web_model", type=Path, metavar="WEB_MODEL_DIR")
+    p.add_argument("web_model", type=Path, metavar="WEB_MODEL_DIR",
+                   help="the web model folder (or a `bridge convert` output folder holding web_model/)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -199,25 +249,41 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_tfjs(args: argparse.Namespace) -> int:
-    from bridge.util.quiet import captured_output, import_tensorflow
+    """`bridge tfjs INPUT OUT`: read, write, check parity; returns the exit code (3 when parity did not hold)."""
+    from bridge.tf_pipeline import SourceOptions, convert_tf
 
-    import_tensorflow()
-    from bridge.tfjs.convert import TfjsOptions, convert_saved_model
+    source = SourceOptions(input_format=args.input_format, signature=args.signature,
+                           saved_model_tags=_names(args.saved_model_tags),
+                           output_node_names=_names(args.output_node_names),
+                           input_node_names=_names(args.input_node_names), trust_code=args.trust_code)
+    options = _run_options(args, quantize=tuple(args.quantize) + _official_quantize(args),
+                           metadata=_read_metadata_files(args.metadata), control_flow_v2=args.control_flow_v2,
+                           strip_debug_ops=args.strip_debug_ops)
+    result = convert_tf(args.source, args.out, output_format=args.output_format, source_options=source,
+                        options=options, sample_inputs_file=args.sample_inputs, quiet=False)
+    return _finish(args, result, [f"{args.out}/model.json", f"{args.out}/report.md"])
 
-    options = TfjsOptions(signature=args.signature, quantize=tuple(args.quantize), shard_size=args.shard_size,
-                          control_flow_v2=args.control_flow_v2, metadata=_read_metadata_files(args.metadata),
-                          force=args.force, source=str(args.saved_model))
-    with captured_output():
-        summary = convert_saved_model(args.saved_model, args.out, options)
-    print(f"wrote {summary.model_json} and {len(summary.shards)} shard(s), {summary.weight_bytes:,} weight bytes; "
-          f"inspect it with: bridge inspect {args.out}")
-    return EXIT_OK
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _official_quantize(args: argparse.Namespace) -> tuple[str, ...]:
+    """--quantize_float16 [NAMES] and friends as bridge quantize specs ("float16", "uint8:*dense*")."""
+    specs: list[str] = []
+    for dtype in ("float16", "uint8", "uint16"):
+        value = getattr(args, f"quantize_{dtype}")
+        if value is not None:
+            specs += [dtype if name == "*" else f"{dtype}:{name}" for name in _names(value) or ("*",)]
+    return tuple(specs)
 
 
 def _read_metadata_files(items: Sequence[str]) -> dict[str, object]:
+    """--metadata values, KEY=FILE.json or the official converter's KEY:FILE,KEY:FILE, read as JSON."""
     metadata: dict[str, object] = {}
-    for item in items:
-        key, sep, file = item.partition("=")
+    pairs = [part for item in items for part in (item.split(",") if "=" not in item else [item])]
+    for item in pairs:
+        key, sep, file = item.partition("=") if "=" in item else item.partition(":")
         if not sep or not key or not file:
             raise UsageError(f"--metadata {item!r} is not KEY=FILE.json", stage="options")
         try:
@@ -233,49 +299,61 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     import_tensorflow()  # the reader parses the graph with TensorFlow's protos: import it with its chatter hidden
     from bridge.tfjs.inspect import format_inspection, inspect_web_model
 
-    summary = inspect_web_model(args.web_model)
+    folder = Path(args.web_model)
+    if not (folder / "model.json").exists() and (folder / "web_model" / "model.json").is_file():
+        folder = folder / "web_model"  # a `bridge convert` output folder: inspect its web model
+    summary = inspect_web_model(folder)
     print(json.dumps(summary, indent=2) if args.json else format_inspection(summary))
     return EXIT_OK
 
 
+def _run_options(args: argparse.Namespace, **fields: Any) -> Any:
+    """The ConvertOptions of the sampling, checking and output options convert and tfjs share (plus `fields`)."""
+    from bridge.options import ConvertOptions
+
+    return ConvertOptions(shard_size=args.shard_size, atol=args.atol, rtol=args.rtol, samples=args.samples,
+                          strict=args.strict, force=args.force, verbose=args.verbose, browser=args.browser,
+                          layers=args.layers, dynamic_sizes=tuple(args.dynamic_sizes), time_limit=args.time_limit,
+                          node_backends=tuple(b for b in args.node_backends.split(",") if b), **fields)
+
+
+def _finish(args: argparse.Namespace, result: Any, where: list[str]) -> int:
+    """Write --junit, say where things are and what did not hold; the exit code."""
+    from bridge.util.progress import Progress
+
+    if args.junit:
+        from bridge.report.junit import write_junit
+
+        write_junit(result.report, args.junit)
+    progress = Progress(quiet=False)
+    progress.note("  " + "  ".join(where))
+    if not result.ok:
+        bad = [f"{s.name} {s.status.value}" for s in result.stages if s.status.value != "pass"]
+        progress.note(f"parity did not hold: {', '.join(bad)}; see {result.out_dir}/report.md")
+    return EXIT_OK if result.ok else EXIT_PARITY
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     """`bridge convert` with parsed arguments: load the model, build the options, run, print where things are."""
-    from bridge.options import ConvertOptions
     from bridge.pipeline import convert
-    from bridge.source.inputs import (
-        check_unique_names,
-        load_sample_inputs,
-        parse_input_spec,
-    )
+    from bridge.source.inputs import check_unique_names, load_sample_inputs, parse_input_spec
     from bridge.source.model import load_model
     from bridge.util.atomic import check_output_dir
     from bridge.util.progress import Progress
 
-    options = ConvertOptions(route=args.route, layout=args.layout, output_names=tuple(args.outputs),
-                             quantize=tuple(args.quantize), shard_size=args.shard_size, atol=args.atol,
-                             rtol=args.rtol, samples=args.samples, strict=args.strict, force=args.force,
-                             verbose=args.verbose, browser=args.browser, layers=args.layers,
-                             trust_pickle=args.trust_pickle,
-                             node_backends=tuple(b for b in args.node_backends.split(",") if b))
+    options = _run_options(args, route=args.route, layout=args.layout, output_names=tuple(args.outputs),
+                           quantize=tuple(args.quantize), trust_pickle=args.trust_pickle)
     specs = [parse_input_spec(text) for text in args.inputs]
     check_unique_names(specs)
     check_output_dir(args.out.resolve(), options.force)
     loaded = load_model(args.model, weights=args.weights, init_args=args.init_args, trust_pickle=args.trust_pickle)
     user_samples = load_sample_inputs(args.sample_inputs, specs) if args.sample_inputs else []
-    progress = Progress(quiet=False)
-    progress.note(f"bridge {__version__}: {args.model} -> {args.out}")
+    Progress(quiet=False).note(f"bridge {__version__}: {args.model} -> {args.out}")
     result = convert(loaded, specs, args.out, options, sample_inputs=user_samples, quiet=False)
-    if args.junit:
-        from bridge.report.junit import write_junit
-
-        write_junit(result.report, args.junit)
     out = result.out_dir
-    progress.note(f"  {out}/web_model/model.json  {out}/saved_model/  {out}/report.md  {out}/index.html")
-    progress.note(f"  try it in a browser: bridge serve {out}  (then open http://127.0.0.1:8000/)")
-    if not result.ok:
-        bad = [f"{s.name} {s.status.value}" for s in result.stages if s.status.value != "pass"]
-        progress.note(f"parity did not hold: {', '.join(bad)}; see {out}/report.md")
-    return EXIT_OK if result.ok else EXIT_PARITY
+    return _finish(args, result, [f"{out}/web_model/model.json", f"{out}/saved_model/", f"{out}/report.md",
+                                  f"{out}/index.html\n  try it in a browser: bridge serve {out}  (then open "
+                                  "http://127.0.0.1:8000/)"])
 
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
@@ -314,6 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not (args.debug or getattr(args, "verbose", False)):
+        from bridge.util.quiet import silence_library_logging
+
+        silence_library_logging()
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command].run(args)

@@ -87,3 +87,79 @@ class OutputError(BridgeError):
 
 class ModelTooLargeError(BridgeError):
     """The model's weights would not fit one TensorFlow GraphDef (protobuf's 2 GB message limit)."""
+
+
+class UnsupportedLayersError(UnsupportedOpsError):
+    """A Keras model holds layers a TF.js layers model cannot hold (Lambda, Python-defined classes, classes or
+    options tfjs-layers lacks). `layers` lists (layer name, class name, reason), one per offending layer; `ops` maps
+    each class to its layer names."""
+
+    def __init__(self, message: str, *, layers: list[tuple[str, str, str]], stage: str,
+                 hint: str | None = None) -> None:
+        ops: dict[str, list[str]] = {}
+        for name, class_name, _ in layers:
+            ops.setdefault(class_name, []).append(name)
+        super().__init__(message, ops=ops, stage=stage, hint=hint)
+        self.layers = list(layers)
+        self.details = [f"{name} ({class_name}): {reason}" for name, class_name, reason in layers]
+
+
+class TrainingConfigError(ConversionError):
+    """A compiled Keras model's loss, metrics or optimizer cannot be written as a TF.js trainingConfig."""
+
+
+class SourceFormatError(ModelLoadError):
+    """An input file or folder is not what its format needs (a .pb that is not a GraphDef, an .h5 holding weights
+    only, a folder no reader recognises)."""
+
+
+class MissingNodesError(SourceFormatError):
+    """Asked-for graph nodes do not exist; `candidates` lists node names that could be meant."""
+
+    def __init__(self, message: str, *, missing: list[str], candidates: list[str], stage: str,
+                 hint: str | None = None) -> None:
+        super().__init__(message, stage=stage, hint=hint,
+                         details=[f"missing: {', '.join(missing)}",
+                                  f"candidates: {', '.join(candidates) or '(none)'}"])
+        self.missing = list(missing)
+        self.candidates = list(candidates)
+
+
+class MissingSignatureError(SourceFormatError):
+    """A SavedModel or Hub module lacks the asked signature; `available` lists the ones it has."""
+
+    def __init__(self, message: str, *, signature: str, available: list[str], stage: str,
+                 hint: str | None = None) -> None:
+        super().__init__(message, stage=stage, hint=hint)
+        self.signature = signature
+        self.available = list(available)
+
+
+class DataDependentBranchError(CaptureError):
+    """forward() takes a Python branch on a tensor's value, which torch.export cannot capture; `where` is the
+    user's source line ("model.py:12") when torch named it."""
+
+    def __init__(self, message: str, *, where: str | None, stage: str, hint: str | None = None,
+                 details: list[str] | None = None) -> None:
+        super().__init__(message, stage=stage, hint=hint, details=details)
+        self.where = where
+
+
+class LayersRouteError(ConversionError):
+    """A PyTorch module cannot become a TF.js layers model. `parts` lists (module path or graph node, module class
+    or op, reason), one per offending part, all found before anything is written."""
+
+    def __init__(self, message: str, *, parts: list[tuple[str, str, str]], stage: str,
+                 hint: str | None = None) -> None:
+        super().__init__(message, stage=stage, hint=hint,
+                         details=[f"{where} ({what}): {reason}" for where, what, reason in parts])
+        self.parts = list(parts)
+
+
+class WeightImportError(ConversionError):
+    """TF.js layers-model weights do not fit the PyTorch module (another architecture, a folder bridge did not
+    write): `mismatches` lists every missing, extra or differently shaped entry on either side."""
+
+    def __init__(self, message: str, *, mismatches: list[str], stage: str, hint: str | None = None) -> None:
+        super().__init__(message, stage=stage, hint=hint, details=list(mismatches))
+        self.mismatches = list(mismatches)

@@ -8,6 +8,7 @@ from bridge.errors import UsageError
 
 ROUTES = ("onnx", "native", "auto")
 LAYOUTS = ("nhwc", "nchw")
+WEB_FORMATS = ("graph", "layers")
 DEFAULT_SHARD_SIZE = 4 * 1024 * 1024
 
 
@@ -32,19 +33,33 @@ class ConvertOptions:
     layers: bool = False  # --layers: bisect even when every stage passes
     trust_pickle: bool = False  # --trust-pickle: a MODEL path may be a whole pickled module (weights_only=False)
     metadata: dict[str, object] = field(default_factory=dict)
+    dynamic_sizes: tuple[str, ...] = ()  # --dynamic-sizes: sizes of dynamic dimensions in the sample inputs
+    control_flow_v2: bool = False  # the writer keeps TF2 While/If instead of lowering them to v1 control flow
+    strip_debug_ops: bool = True  # the writer drops Assert/Print/CheckNumerics
+    web_formats: tuple[str, ...] = ("graph",)  # which web models to write: "graph" (inference), "layers"
+    time_limit: float = 1800.0  # --time-limit: seconds the reference run and each stage may take (0: no limit)
 
     def __post_init__(self) -> None:
         if self.route not in ROUTES:
             raise UsageError(f"unknown route {self.route!r}", stage="options", hint=f"use one of {', '.join(ROUTES)}")
         if self.layout not in LAYOUTS:
             raise UsageError(f"unknown layout {self.layout!r}", stage="options", hint="use nhwc or nchw")
+        if not self.time_limit >= 0:
+            raise UsageError("--time-limit must be a non-negative number of seconds", stage="options")
         if self.samples < 1:
             raise UsageError("--samples must be at least 1", stage="options")
         if self.shard_size < 1024:
             raise UsageError("--shard-size must be at least 1024 bytes", stage="options")
+        formats = [f for f in self.web_formats if f not in WEB_FORMATS]
+        if formats or not self.web_formats:
+            raise UsageError(f"unknown web format(s) {', '.join(formats) or '(none)'}", stage="options",
+                             hint=f"use {' or '.join(WEB_FORMATS)}, or both: graph,layers")
         unknown = [b for b in self.node_backends if b not in ("wasm", "cpu")]
         if unknown:
             raise UsageError(f"unknown Node backend(s) {', '.join(unknown)}", stage="options", hint="use wasm, cpu")
+        from bridge.source.inputs import DynamicSizes
+
+        DynamicSizes.parse(self.dynamic_sizes)  # a bad value is a usage error before any work
         for value, name in ((self.atol, "atol"), (self.rtol, "rtol")):
             if value is not None and not value >= 0:
                 raise UsageError(f"--{name} must be a non-negative number", stage="options")

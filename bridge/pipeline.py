@@ -17,14 +17,16 @@ from typing import Any
 import numpy as np
 
 from bridge.bisect.run import BisectInputs, bisect_run
-from bridge.errors import BridgeError, UsageError
+from bridge.errors import BridgeError, DataDependentBranchError, UsageError
 from bridge.options import ConvertOptions
 from bridge.parity.store import save_parity_data
 from bridge.report.writer import Report, model_section, write_reports
 from bridge.source.inputs import (
+    DynamicSizes,
     InputSpec,
     check_int32_range,
     check_unique_names,
+    dynamic_sizes_used,
     make_sample_inputs,
     parse_input_spec,
 )
@@ -33,11 +35,12 @@ from bridge.source.model import LoadedModel
 from bridge.source.reference import run_reference
 from bridge.stages.artifacts import Artifacts
 from bridge.stages.context import RunInputs
-from bridge.stages.plan import Entry, Planned, PlanRequest, build_plan
+from bridge.stages.plan import Entry, Phase, Planned, PlanRequest, build_plan
 from bridge.stages.result import StageResult, Status, overall_status, stages_ok
-from bridge.stages.runner import PlanRun, run_plan
+from bridge.stages.runner import PlanRun, findings, run_plan
 from bridge.util.atomic import atomic_output_dir, check_output_dir
 from bridge.util.progress import Progress
+from bridge.util.time_limit import time_limit
 
 
 @dataclass
@@ -81,18 +84,25 @@ def convert(model: Any, inputs: Sequence[InputLike], out_dir: Path | str,
     loaded = _as_loaded(model, options)
     specs, given = _specs_from(inputs, loaded)
     samples = list(sample_inputs) + given
-    samples += make_sample_inputs(specs, count=max(0, options.samples - len(samples)), seed=options.seed)
+    sizes = DynamicSizes.parse(options.dynamic_sizes)
+    sizes.check(specs)
+    samples += make_sample_inputs(specs, count=max(0, options.samples - len(samples)), seed=options.seed,
+                                  dynamic_sizes=sizes)
     return run_conversion(loaded, specs, samples, Path(out_dir), options, Progress(quiet=quiet))
 
 
 def _options(options: ConvertOptions | None, overrides: Mapping[str, Any]) -> ConvertOptions:
+    """The options, with keyword overrides; an unknown keyword is a usage error naming the valid ones."""
+    from dataclasses import fields, replace
+
+    valid = [f.name for f in fields(ConvertOptions)]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise UsageError(f"bridge.convert() got unknown keyword argument(s) {', '.join(unknown)}", stage="options",
+                         hint=f"the options are: {', '.join(valid)} (and sample_inputs=, quiet=)")
     if options is None:
         return ConvertOptions(**overrides)
-    if overrides:
-        from dataclasses import replace
-
-        return replace(options, **overrides)
-    return options
+    return replace(options, **overrides) if overrides else options
 
 
 def _as_loaded(model: Any, options: ConvertOptions) -> LoadedModel:
@@ -152,7 +162,8 @@ def run_conversion(loaded: LoadedModel, specs: list[InputSpec], samples: list[di
     check_output_dir(out_dir.resolve(), options.force)
     check_model_size(loaded.module, loaded.onnx_path, loaded.source)
     check_int32_range(specs, samples)
-    names, reference = _reference(loaded, specs, samples, options)
+    with time_limit(options.time_limit, "reference", "the reference run (PyTorch on the sample inputs)"):
+        names, reference = _reference(loaded, specs, samples, options)
     with atomic_output_dir(out_dir, force=options.force) as staging:
         run = RunInputs(tuple(specs), tuple(samples), tuple(reference), tuple(names), options, staging, progress,
                         reference_kind="pytorch" if loaded.module is not None else "onnxruntime",
@@ -162,14 +173,13 @@ def run_conversion(loaded: LoadedModel, specs: list[InputSpec], samples: list[di
         shared = run_plan(plan.shared, run, route_run.artifacts)
         artifacts = shared.artifacts
         stages = [*route_run.stages, *shared.stages]
-        notes += route_notes + list(route_run.notes + shared.notes)
+        notes += route_notes + list(route_run.notes + shared.notes) + findings(stages)
         bisection = bisect_run(BisectInputs(run, artifacts), plan.route + plan.shared, stages, force=options.layers)
         if bisection is not None:
             progress.note(f"  layers: {bisection.summary()}")
         assert artifacts.interface is not None
-        save_parity_data(run, artifacts.route, artifacts.interface, loaded.module,
-                         bisection.torch if bisection is not None else None)
-        notes += _write_demo_page(run, artifacts, loaded)
+        save_parity_data(run, artifacts.route, artifacts.interface, bisection.torch if bisection is not None else None)
+        notes += _write_web_module(artifacts) + _write_demo_page(run, artifacts, loaded)
         report = _report(run, loaded, artifacts, stages, notes, bisection)
         write_reports(report, staging)
         artifact_paths = sorted(p.name for p in staging.iterdir())
@@ -189,8 +199,8 @@ class ConversionPlan:
 def conversion_plan(route: str, options: ConvertOptions) -> ConversionPlan:
     """The plan `bridge convert` runs on `route`."""
     plan = build_plan(PlanRequest(Entry.CONVERT, route, options))
-    return ConversionPlan(route, [p for p in plan if p.stage.routes is not None],
-                          [p for p in plan if p.stage.routes is None])
+    return ConversionPlan(route, [p for p in plan if p.stage.phase is Phase.ROUTE],
+                          [p for p in plan if p.stage.phase is Phase.WEB])
 
 
 def _run_route(run: RunInputs, given: Artifacts) -> tuple[ConversionPlan, PlanRun, list[str]]:
@@ -208,12 +218,21 @@ def _run_route(run: RunInputs, given: Artifacts) -> tuple[ConversionPlan, PlanRu
     run.progress.note(f"  native route not possible: {failure.message}")
     for line in failure.details[:5]:
         run.progress.note(f"    {line}")
+    if failure.hint:
+        run.progress.note(f"    next step: {failure.hint}")
     run.progress.note("  falling back to the ONNX route")
     note = ("route auto: the native route failed, so the ONNX route was used: "
             + " | ".join(str(failure).splitlines()))
+    notes = [note]
+    if isinstance(failure, DataDependentBranchError):
+        baked = (f"warning: the ONNX export traces one branch of the data-dependent `if`"
+                 f"{f' at {failure.where}' if failure.where else ''}: the web model takes the branch the example "
+                 "input took, for every input")
+        run.progress.note(f"  {baked}")
+        notes.append(baked)
     _clear_staging(run.folder)
     onnx = conversion_plan("onnx", run.options)
-    return onnx, run_plan(onnx.route, run, given.with_(route="onnx")), [note]
+    return onnx, run_plan(onnx.route, run, given.with_(route="onnx")), notes
 
 
 def _pickle_notes(loaded: LoadedModel, progress: Progress) -> list[str]:
@@ -240,6 +259,19 @@ def _non_finite_weights(module: Any, progress: Progress) -> list[str]:
     for note in notes:
         progress.note(f"  {note}")
     return notes
+
+
+def _write_web_module(artifacts: Artifacts) -> list[str]:
+    """model.js, model.d.ts and package.json beside the web model (the module a web developer imports)."""
+    if artifacts.web_model is None:
+        return []
+    from bridge.webmodule import write_web_module
+
+    try:
+        write_web_module(artifacts.web_model.path)
+    except BridgeError as exc:
+        return [f"JavaScript module not written: {exc.message}"]
+    return []
 
 
 def _write_demo_page(run: RunInputs, artifacts: Artifacts, loaded: LoadedModel) -> list[str]:
@@ -292,5 +324,6 @@ def _report(run: RunInputs, loaded: LoadedModel, artifacts: Artifacts, stages: l
                   samples=len(run.samples), artifacts=sorted(written | {"report.json", "report.md", "report.html"}),
                   options={"layout": options.layout, "quantize": list(options.quantize), "atol": options.atol,
                            "rtol": options.rtol, "strict": options.strict, "seed": options.seed,
-                           "trust_pickle": options.trust_pickle or loaded.pickle_trusted},
+                           "trust_pickle": options.trust_pickle or loaded.pickle_trusted,
+                           "dynamic_sizes": dynamic_sizes_used(run.specs, run.samples)},
                   notes=notes, layers=bisection.to_dict() if bisection is not None else None)

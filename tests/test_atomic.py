@@ -45,3 +45,23 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
         (staging / "new.txt").write_text("new")
     assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
     assert _leftovers(tmp_path) == []
+
+
+def test_output_is_readable_by_another_user(tmp_path: Path) -> None:
+    """Folders made by mkdtemp are 0700 and some writers make 0600 files: the published output is world-readable
+    (under the usual umask 022), so a web server running as another user can serve it."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_output_dir(tmp_path / "out") as staging:
+            (staging / "web_model").mkdir(mode=0o700)
+            secret = staging / "web_model" / "weights.safetensors"
+            secret.write_text("w")
+            secret.chmod(0o600)
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "out", tmp_path / "out" / "web_model", tmp_path / "out" / "web_model" / "weights.safetensors"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o044 == 0o044, (path, oct(mode))

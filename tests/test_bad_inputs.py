@@ -4,8 +4,6 @@ model twice gives byte-identical web model files."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import pytest
@@ -62,7 +60,29 @@ CLI_CASES = [
     ("bad-node-backend", [LINEAR, "--input", "x:4x2", "--node-backends", "gpu"], 2, "unknown Node backend"),
     ("int64-beyond-int32", [LINEAR, "--input", "x:4x2:int64:0..1099511627776"], 2, "outside the int32 range"),
     ("whole-pickled-module", ["{tmp}/whole.pt", "--input", "x:4x2"], 1, "--trust-pickle"),
+    ("folder-as-model", ["{tmp}", "--input", "x:4x2"], 1, "is a folder, not a file"),
+    ("corrupt-pt2", ["{tmp}/corrupt.pt2", "--input", "x:4x2"], 1, "cannot load torch.export program"),
+    ("truncated-pt2", ["{tmp}/truncated.pt2", "--input", "x:4x2"], 1, "cannot load torch.export program"),
+    ("bad-dynamic-sizes", [LINEAR, "--input", "x:?x2", "--dynamic-sizes", "4,zero"], 2, "positive integers"),
+    ("dynamic-sizes-for-static-dim", [LINEAR, "--input", "x:4x2", "--dynamic-sizes", "x.1=3"], 2,
+     "not a dynamic (?) dimension"),
+    ("negative-time-limit", [LINEAR, "--input", "x:4x2", "--time-limit", "-1"], 2, "--time-limit"),
+    ("unmatched-quantize-pattern", [LINEAR, "--input", "x:4x2", "--quantize", "uint8:*no_such_weight*"], 2,
+     "match no float32 weight"),
 ]
+
+
+def _pt2_files(tmp_path: Path) -> None:
+    """A torch.export archive with its model.json replaced by garbage, and one cut in half."""
+    import zipfile
+
+    good = tmp_path / "good.pt2"
+    torch.export.save(torch.export.export(torch.nn.Linear(2, 1), (torch.randn(4, 2),)), str(good))
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(tmp_path / "corrupt.pt2", "w") as target:
+        for name in source.namelist():
+            target.writestr(name, b"{not json" if name.endswith(".json") else source.read(name))
+    data = good.read_bytes()
+    _write(tmp_path / "truncated.pt2", data[:len(data) // 2])
 
 
 @pytest.mark.parametrize("args, code, text", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
@@ -72,11 +92,13 @@ def test_bad_cli_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str], args
     _write(tmp_path / "corrupt.pt", b"\x80\x04garbage" * 8)
     _write(tmp_path / "fake.onnx", b"this is not a protobuf")
     torch.save(torch.nn.Linear(2, 1), tmp_path / "whole.pt")
+    _pt2_files(tmp_path)
     out = tmp_path / "out"
     result = cli_main(["convert", *[a.replace("{tmp}", str(tmp_path)) for a in args], "--out", str(out)])
     err = capsys.readouterr().err
     assert result == code, err
     assert text in err and "error: [" in err
+    assert "Traceback" not in err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
@@ -157,11 +179,12 @@ def _two_signature_saved_model(folder: Path) -> Path:
 
 
 TFJS_CASES = [
-    # (id, args ({sm}: a SavedModel with signatures serving_default and double; {tmp}), exit code, texts in the error)
-    ("no-such-signature", ["{sm}", "--signature", "nosuch"], 1, ["'nosuch'", "serving_default", "double",
-                                                                 "--signature"]),
-    ("not-a-saved-model", ["{tmp}/empty_dir"], 1, ["not a SavedModel"]),
-    ("over-protobuf-limit", ["{sm}", "--signature", "double"], 1, ["protobuf", "split the model"]),
+    # (id, args ({sm}: a SavedModel with signatures serving_default and double; {tmp}), exit code, texts in the
+    # error: the stage first). Reading the input is stage tfjs-read; the graph writer's limits are tfjs-write.
+    ("no-such-signature", ["{sm}", "--signature", "nosuch"], 1, ["[tfjs-read]", "'nosuch'", "serving_default",
+                                                                 "double", "--signature"]),
+    ("not-a-saved-model", ["{tmp}/empty_dir"], 1, ["[tfjs-read]", "no SavedModel"]),
+    ("over-protobuf-limit", ["{sm}", "--signature", "double"], 1, ["[tfjs-write]", "protobuf", "split the model"]),
 ]
 
 
@@ -185,6 +208,57 @@ def test_bad_tfjs_inputs(tmp_path: Path, saved_model: Path, capsys: pytest.Captu
     result = cli_main(["tfjs", argv[0], str(out), *argv[1:]])
     err = capsys.readouterr().err
     assert result == code, err
-    assert "error: [tfjs-write]" in err and all(t in err for t in texts), err
+    assert f"error: {texts[0]}" in err and all(t in err for t in texts), err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".web")]
+
+
+class _Stuck(torch.nn.Module):
+    """A forward that does not end in reasonable time (standing in for an accidental huge intermediate)."""
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        import time
+
+        time.sleep(60)
+        return x
+
+
+def test_reference_run_past_its_time_limit_is_one_error(tmp_path: Path) -> None:
+    from bridge.util.time_limit import TimeLimitError
+
+    out = tmp_path / "out"
+    with pytest.raises(TimeLimitError) as caught:
+        bridge.convert(_Stuck(), ["x:1x2"], out, time_limit=1)
+    assert caught.value.stage == "reference" and "longer than 1 s" in caught.value.message
+    assert "--time-limit" in (caught.value.hint or "")
+    assert not out.exists()
+
+
+def test_a_stage_past_its_time_limit_fails_that_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The must-fail twin of the limit on stages: a slow savedmodel check is that stage's failure, and the run
+    goes on (exit code 3)."""
+    import time
+
+    from bridge.stages import plan, tensorflow
+
+    check = tensorflow.check_saved_model
+
+    def slow(env):  # type: ignore[no-untyped-def]
+        time.sleep(120)
+        return check(env)
+
+    stages = tuple(plan.Stage(s.name, s.runtime, judges=s.judges, check=slow, layers=s.layers)
+                   if s.name == "savedmodel" else s for s in plan.STAGES)
+    monkeypatch.setattr(plan, "STAGES", stages)
+    result = bridge.convert(torch.nn.Linear(2, 1), ["x:1x2"], tmp_path / "out", time_limit=20, browser=False,
+                            node_backends=("wasm",))
+    stage = result.stage("savedmodel")
+    assert stage.status.value == "fail" and "took longer than 20 s" in (stage.reason or "")
+    assert result.stage("tfjs-node-wasm").status.value == "pass" and not result.ok
+
+
+def test_an_unknown_keyword_argument_names_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as caught:
+        bridge.convert(torch.nn.Linear(2, 1), ["x:1x2"], tmp_path / "out", routee="onnx")
+    assert "routee" in caught.value.message and "route," in (caught.value.hint or "")
+    assert not (tmp_path / "out").exists()

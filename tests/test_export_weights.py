@@ -156,3 +156,13 @@ def test_command_from_state_dict_file_and_model_file(tmp_path: Path, capsys: pyt
     root = Path(__file__).resolve().parents[1]
     linear = load_state_dict(f"{root / 'examples/linear/model.py'}:LinearModel")
     assert sorted(linear) == ["a", "b"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_summary_counts_weight_bytes_apart_from_the_files(tmp_path: Path, fmt: str) -> None:
+    """The summary's weight bytes are the arrays' own; the manifest and containers are counted on disk only."""
+    state = _model().state_dict()
+    result = export_weights(state, tmp_path / fmt, fmt)
+    assert result.total_bytes == sum(v.numpy().nbytes for v in state.values())
+    assert result.file_bytes == sum((result.out_dir / f).stat().st_size for f in result.files)
+    assert result.file_bytes > result.total_bytes  # the manifest (tfjs) or container headers on top

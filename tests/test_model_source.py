@@ -215,3 +215,65 @@ def test_cli_converts_a_whole_pickled_module_with_trust_pickle(tmp_path: Path, m
     assert any("--trust-pickle" in note for note in report["notes"])
     assert "untrusted pickle" in (out / "report.md").read_text()
     assert "Untrusted pickle loading was allowed" in (out / "report.html").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ multi-file model code
+
+BLOCKS = '''
+import torch.nn as nn
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x).relu()
+'''
+
+NET = '''
+import torch.nn as nn
+{import_line}
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = Encoder()
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.enc(x))
+'''
+
+LAYOUT_CASES = [
+    # (id, files relative to tmp, MODEL); each defines Net from an Encoder in a sibling module
+    ("sibling module", {"proj/blocks.py": BLOCKS, "proj/model.py": NET.format(import_line="from blocks import Encoder")},
+     "proj/model.py:Net"),
+    ("package, relative import", {"pkg/__init__.py": "", "pkg/nets/__init__.py": "", "pkg/nets/blocks.py": BLOCKS,
+                                  "pkg/nets/net.py": NET.format(import_line="from .blocks import Encoder")},
+     "pkg/nets/net.py:Net"),
+    ("package, absolute import", {"app/__init__.py": "", "app/blocks.py": BLOCKS,
+                                  "app/net.py": NET.format(import_line="from app.blocks import Encoder")},
+     "app/net.py:Net"),
+]
+
+
+@pytest.mark.parametrize("files, spec", [c[1:] for c in LAYOUT_CASES], ids=[c[0] for c in LAYOUT_CASES])
+def test_model_code_over_several_files_loads_as_python_runs_it(tmp_path: Path, files: dict[str, str],
+                                                                spec: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    loaded = load_model(str(tmp_path / spec))
+    assert type(loaded.module.enc).__name__ == "Encoder"
+    x = torch.randn(2, 4)
+    assert loaded.module(x).shape == (2, 2)
+
+
+def test_a_missing_module_names_itself_and_the_way_out(tmp_path: Path) -> None:
+    (tmp_path / "model.py").write_text(NET.format(import_line="from nowhere_to_be_found import Encoder"))
+    with pytest.raises(ModelLoadError) as caught:
+        load_model(str(tmp_path / "model.py:Net"))
+    assert "'nowhere_to_be_found'" in (caught.value.hint or "") and "PYTHONPATH" in (caught.value.hint or "")

@@ -382,3 +382,26 @@ def _store(array: np.ndarray, layout: Layout) -> np.ndarray:
 def test_size_one_moves_are_reshapes() -> None:
     steps = conversion_steps(Layout.source(4), Layout.channels_last(4), (2, 5, 1, 1))
     assert [s.kind for s in steps] == ["reshape"]
+
+
+# ------------------------------------------------------------------------------------------- average pooling divisors
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("include_pad", [False, True])
+@pytest.mark.parametrize("size,kernel,stride,pad", [(8, 3, 2, 1), (7, 2, 2, 0), (10, 2, 3, 1), (9, 4, 3, 2)])
+def test_avg_pool_divisors_match_torch(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool,
+                                       include_pad: bool) -> None:
+    """The per-axis divisors the avg_pool converter rescales by are PyTorch's (window sum / output), and without
+    the rescaling (TF's VALID average over the zero-padded input: sum / kernel area) the numbers differ whenever a
+    divisor is not the kernel size (must-fail twin)."""
+    from bridge.native.ops.pool import _axis_divisors
+
+    x = torch.rand(1, 1, 1, size) + 0.5
+    args = dict(kernel_size=(1, kernel), stride=(1, stride), padding=(0, pad), ceil_mode=ceil_mode,
+                count_include_pad=include_pad)
+    torch_avg = F.avg_pool2d(x, **args)[0, 0, 0].numpy()
+    window_sum = F.avg_pool2d(x, **args, divisor_override=1)[0, 0, 0].numpy()
+    divisors = np.asarray(_axis_divisors(size, torch_avg.size, kernel, stride, pad, include_pad), np.float32)
+    np.testing.assert_allclose(window_sum / divisors, torch_avg, rtol=1e-6)
+    unscaled = window_sum / kernel
+    assert np.allclose(unscaled, torch_avg, rtol=1e-4) == bool(np.all(divisors == kernel))

@@ -21,6 +21,7 @@ from torch import nn
 from benchmarks.models import ResNet18
 from bridge.errors import BridgeError, ExportError, ModelLoadError, UsageError
 from bridge.onnx_route.export import condense_reason, export_onnx
+from shared_models import TutorialLinear
 from bridge.onnx_route.layouts import NCHW_TO_NHWC, inverse_perm, max_abs_diff
 from bridge.source.ports import Port
 from bridge.onnx_route.onnxrt import load_onnx_checked, run_onnx
@@ -52,18 +53,6 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.flatten(self.features(x), 1))
-
-
-class LinearAB(nn.Module):
-    """y = sum(a * x, 1) + b with a of shape [2] and b of shape [1]."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Parameter(torch.tensor([0.5, -2.0]))
-        self.b = nn.Parameter(torch.tensor([0.25]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sum(self.a * x, 1) + self.b
 
 
 class TwoInTwoOut(nn.Module):
@@ -152,7 +141,8 @@ CASES = [
          expect_out={"logits": "source"}),
     Case("small_cnn_nchw", SmallCNN, {"image": (1, 3, 16, 16)}, ["logits"], layouts={"image": "nchw"},
          expect_in={"image": "nchw"}, expect_out={"logits": "source"}),
-    Case("linear_ab", LinearAB, {"x": (4, 2)}, ["y"], expect_in={"x": "source"}, expect_out={"y": "source"}),
+    Case("linear_ab", lambda: TutorialLinear((0.5, -2.0), 0.25), {"x": (4, 2)}, ["y"], expect_in={"x": "source"},
+         expect_out={"y": "source"}),
     Case("two_in_two_out", TwoInTwoOut, {"image": (1, 3, 8, 8), "vec": (1, 6)}, ["fmap", "scores"],
          expect_in={"image": "nhwc", "vec": "source"}, expect_out={"fmap": "nhwc", "scores": "source"}),
     Case("conv1d_3d_input", Conv1dNet, {"seq": (1, 12, 20)}, ["feat"], expect_in={"seq": "source"},

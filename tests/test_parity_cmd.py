@@ -146,3 +146,23 @@ def test_layers_flag_bisects_a_passing_folder(out: Path) -> None:
     assert layers["first_divergence"] is None and layers["stages"]
     web = to_web_samples(load_parity_data(out).samples[:1], load_parity_data(out).input_ports)
     assert web[0]["x"].shape == (1, 16, 16, 3)
+
+
+def test_inspect_takes_the_output_folder_itself(out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    assert main(["inspect", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["path"].endswith("web_model") and summary["weights"]["count"] > 0
+    assert main(["inspect", str(out / "parity")]) == 1  # not a web model, nor a folder holding one
+
+
+def test_parity_of_a_native_folder_rechecks_its_generated_tf_model(tmp_path_factory: pytest.TempPathFactory,
+                                                                   tmp_path: Path) -> None:
+    native = copy_of(converted(tmp_path_factory, "clean", route="native"), tmp_path / "native")
+    run = run_parity(native, browser=False)
+    statuses = {s.name: s.status.value for s in run.stages}
+    assert statuses["tf"] == "pass" and statuses["capture"] == "skipped" and "onnx" not in statuses
+    (native / "tf_model.py").unlink()
+    again = {s.name: (s.status.value, s.reason) for s in run_parity(native, browser=False).stages}
+    assert again["tf"][0] == "skipped" and "tf_model.py" in again["tf"][1]

@@ -70,3 +70,14 @@ def test_readme_mentions_every_cli_option() -> None:
 
 def test_option_check_can_fail() -> None:
     assert _documented_gaps("nothing here")["convert"]
+
+
+def test_readme_lists_every_python_api_keyword() -> None:
+    """The README's Python API paragraph names every ConvertOptions field (the keywords bridge.convert takes)."""
+    from dataclasses import fields
+
+    from bridge.options import ConvertOptions
+
+    text = ROOT.joinpath("README.md").read_text()
+    section = text[text.index("takes the fields\nof `bridge.options.ConvertOptions`"):][:1200]
+    assert [f.name for f in fields(ConvertOptions) if f"`{f.name}`" not in section] == []

@@ -38,9 +38,14 @@ PLAN_CASES = [
     ("parity onnx", PlanRequest(Entry.PARITY, "onnx", ConvertOptions()),
      ["onnx", "tf", "savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", *BROWSER], []),
     ("assert_parity, replay", PlanRequest(Entry.ASSERT, None, ConvertOptions(browser=False), replay=True),
-     ["savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu"], []),
+     ["tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu"], []),
     ("assert_parity, browser", PlanRequest(Entry.ASSERT, None, ConvertOptions(node_backends=()), replay=False),
-     ["savedmodel", *BROWSER], []),
+     list(BROWSER), []),
+    ("bridge tfjs, layers", PlanRequest(Entry.CONVERT, "tf", ConvertOptions(web_formats=("layers",))),
+     ["tfjs-layers", "tfjs-layers-node-wasm", "tfjs-layers-node-cpu", "tfjs-layers-fit", "browser-layers-webgl",
+      "browser-layers-wasm", "browser-layers-indexeddb"], []),
+    ("bridge tfjs, graph", PlanRequest(Entry.CONVERT, "tf", ConvertOptions()),
+     ["tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", *BROWSER], []),
 ]
 
 
@@ -55,8 +60,10 @@ def test_plans(request_: PlanRequest, names: list[str], off: list[str]) -> None:
 def test_every_stage_name_is_declared_once() -> None:
     names = [s.name for s in plan_module.STAGES]
     assert len(names) == len(set(names))
-    web = [s for s in plan_module.STAGES if Artifact.WEB_MODEL in s.judges and s.tolerance is not TolerancePolicy.EXACT]
-    assert {s.name for s in web} == {"tfjs-graph", *WEB}
+    web = [s for s in plan_module.STAGES if {Artifact.WEB_MODEL, Artifact.LAYERS_MODEL} & set(s.judges)
+           and s.tolerance is not TolerancePolicy.EXACT and s.name != "tfjs-layers-fit"]
+    assert {s.name for s in web} == {"tfjs-graph", *WEB, "tfjs-layers", "tfjs-layers-node-wasm",
+                                     "tfjs-layers-node-cpu", "browser-layers-webgl", "browser-layers-wasm"}
     assert all(s.tolerance is TolerancePolicy.WEB for s in web)  # quantization widens every web stage alike
 
 
@@ -190,3 +197,25 @@ def test_architecture_doc_shows_the_declared_stages() -> None:
     from bridge.stages.plan import stage_table
 
     assert stage_table() in (ROOT / "docs" / "architecture.md").read_text()
+
+
+@pytest.mark.node
+def test_a_stage_finding_reaches_the_terminal_and_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capfd: pytest.CaptureFixture[str]) -> None:
+    """Findings (e.g. a node over WebGL's texture limit, a kernel a backend lacks) are printed under the stage line
+    and kept in the report's notes, also when the stage passed."""
+    from bridge.stages.tensorflow import _texture_finding
+
+    over = {"over": {"8192": [{"node": "big/MatMul", "op": "MatMul", "shape": [1, 90000000], "texture": [9487, 9487]}]}}
+    text = _texture_finding(over)
+    assert "big/MatMul (9487x9487)" in text and "8192" in text
+
+    def check(env: StageEnv) -> StageResult:
+        return StageResult(env.name, Status.PASS, extra={"findings": [text]})
+
+    dummy = Stage("dummy-finding", Runtime.TENSORFLOW, judges=(Artifact.WEB_MODEL,), check=check)
+    monkeypatch.setattr(plan_module, "STAGES", (*plan_module.STAGES, dummy))
+    result = bridge.convert(make_net(), [SPEC], tmp_path / "out", route="native", browser=False, node_backends=(),
+                            quiet=False)
+    assert result.ok and f"dummy-finding: {text}" in result.report["notes"]
+    assert text in capfd.readouterr().err

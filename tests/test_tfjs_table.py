@@ -312,12 +312,30 @@ CASES: list[Case] = [
          normal(2, 3), expect_ops("StatelessWhile", absent=("LoopCond",)), needs_async=True, control_flow_v2=True),
     Case("keras_lstm", keras_case(seq((5, 3), keras.layers.LSTM(4)), seed=5), normal(2, 5, 3, scale=0.5),
          needs_async=True),
+    # An AddN of two loop invariants inside a lowered while loop carries ^loop_body_control (int32); the JS runtime
+    # reads a control input as one more AddN operand ("All tensors passed to tf.addN() must have the same dtype",
+    # the ONNX route's GRU/LSTM with a dynamic length): bridge moves it onto an Identity.
+    Case("while_loop_addn_of_loop_invariants", fn_case(lambda m, x: _addn_in_loop(m, x), [spec([None, None, 4])]),
+         normal(2, 5, 4), lambda graph: expect_addn_without_control_inputs(graph), needs_async=True),
     Case("two_inputs_two_outputs", fn_case(
         lambda m, a, b: {"total": tf.matmul(a, m.w) + b, "scaled": tf.nn.relu(a * 2.0)},
         [spec([None, 3], name="a"), spec([None, 2], name="b")], lambda: {"w": var(7, [3, 2])()}),
         lambda rng: {"a": rng.standard_normal((2, 3)).astype(np.float32),
                      "b": rng.standard_normal((2, 2)).astype(np.float32)}),
 ]
+
+
+def _addn_in_loop(m: Any, x: Any) -> Any:
+    """A while loop over the (dynamic) time axis whose body adds two tensors computed outside the loop."""
+    mean, peak = tf.reduce_mean(x, 1), tf.reduce_max(x, 1)
+    body = lambda i, h: (i + 1, tf.tanh(h * 0.5 + tf.math.add_n([mean, peak])))  # noqa: E731
+    return tf.while_loop(lambda i, h: i < tf.shape(x)[1], body, [tf.constant(0), x[:, 0]])[1]
+
+
+def expect_addn_without_control_inputs(graph: OptimizedGraph) -> None:
+    nodes = [n for n in graph.graph_def.node if n.op == "AddN"]
+    assert nodes, graph.op_histogram
+    assert not any(s.startswith("^") for n in nodes for s in n.input), [list(n.input) for n in nodes]
 
 
 def _batch_norm_style_layer_norm(x: Any, gamma: Any, beta: Any, epsilon: float) -> Any:
@@ -465,3 +483,22 @@ def test_risky_same_conv_is_wrong_in_wasm_without_the_pad_rewrite(table_cache: d
     got = run_graph_model(out, [inputs], backends=["wasm"])["wasm"].outputs[0]
     key = next(iter(want))
     assert np.abs(got[key] - want[key]).max() > 0.1
+
+
+@pytest.mark.node
+def test_addn_with_a_control_input_fails_in_tfjs_without_the_rewrite(table_cache: dict[str, Any], node_ready: None,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Must-fail twin of while_loop_addn_of_loop_invariants: with the control input left on the AddN, every TF.js
+    backend refuses to run the model."""
+    from bridge.runtime.node import run_graph_model
+    from bridge.tfjs import optimize
+
+    case = next(c for c in CASES if c.id == "while_loop_addn_of_loop_invariants")
+    monkeypatch.setattr(optimize, "route_variadic_control_inputs", lambda graph_def: 0)
+    graph = optimize_for_tfjs(saved_model(table_cache, case))
+    assert any(s.startswith("^") for n in graph.graph_def.node if n.op == "AddN" for s in n.input)
+    out = table_cache["root"] / "addn_unrouted"
+    convert_graph(graph, out, TfjsOptions())
+    runs = run_graph_model(out, [case.inputs(np.random.default_rng(11))], backends=("wasm", "cpu"))
+    for backend, run in runs.items():
+        assert not run.ok and "must have the same dtype" in (run.error or ""), f"{backend}: {run.error}"

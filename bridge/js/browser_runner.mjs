@@ -1,12 +1,13 @@
 // Page side of bridge's browser harness (bridge/runtime/browser.py), loaded by browser_page.html.
 //
 // Reads request.json and the packed inputs (bridge/runtime/tensor_io.py format) from the served folder, loads the
-// web model over http with tf.loadGraphModel, runs it on each requested backend with the shared core of
+// web model over http with tf.loadGraphModel (tf.loadLayersModel for a layers request: predict, and optionally one
+// fit run), runs it on each requested backend with the shared core of
 // tfjs_runner.mjs, optionally saves it to IndexedDB and runs the model loaded back from there, then sets
 // window.__bridgeResult = {protocol, versions, timings, backends, indexeddb, fatal, outputs_b64}. Tensors in
 // `backends`/`indexeddb` are refs into the base64 pack `outputs_b64`, like the Node runner's outputs.bin.
 
-import { expectedWeightBytes, runModelOnBackend, PROTOCOL_VERSION } from './tfjs_runner.mjs';
+import { expectedWeightBytes, runLayersModelOnBackend, runModelOnBackend, PROTOCOL_VERSION } from './tfjs_runner.mjs';
 
 class FatalError extends Error {
   constructor(kind, message) {
@@ -32,18 +33,27 @@ async function fetchOk(url, what) {
   return response;
 }
 
+/** One set of refs into the packed bytes as {key: {dtype, shape, data}}. */
+function readRefSet(set, blob) {
+  const out = {};
+  for (const [key, ref] of Object.entries(set)) {
+    const Typed = TYPED[ref.dtype];
+    if (Typed === undefined) throw new FatalError('request', `input '${key}' has unsupported dtype ${ref.dtype}`);
+    const bytes = blob.slice(ref.offset, ref.offset + ref.nbytes);
+    out[key] = { dtype: ref.dtype, shape: ref.shape, data: new Typed(bytes) };
+  }
+  return out;
+}
+
 /** Builds the input sets ({key: {dtype, shape, data}}) from the refs in the request and the packed bytes. */
 function readInputSets(request, blob) {
-  return request.input_sets.map((set) => {
-    const out = {};
-    for (const [key, ref] of Object.entries(set)) {
-      const Typed = TYPED[ref.dtype];
-      if (Typed === undefined) throw new FatalError('request', `input '${key}' has unsupported dtype ${ref.dtype}`);
-      const bytes = blob.slice(ref.offset, ref.offset + ref.nbytes);
-      out[key] = { dtype: ref.dtype, shape: ref.shape, data: new Typed(bytes) };
-    }
-    return out;
-  });
+  return request.input_sets.map((set) => readRefSet(set, blob));
+}
+
+/** A layers-model fit request with its x and y read from the packed bytes (null when there is none). */
+function readFit(request, blob) {
+  return request.fit ? { ...request.fit, x: readRefSet(request.fit.x, blob), y: readRefSet(request.fit.y, blob) }
+    : null;
 }
 
 function byteLengthOf(weightData) {
@@ -53,7 +63,7 @@ function byteLengthOf(weightData) {
 
 /** Refuses artifacts whose shards are missing, outside the model folder, or do not add up to the manifest. */
 function checkArtifacts(artifacts, source) {
-  if (!artifacts || !artifacts.modelTopology) throw new FatalError('model', `${source} holds no graph model topology`);
+  if (!artifacts || !artifacts.modelTopology) throw new FatalError('model', `${source} holds no model topology`);
   const expected = expectedWeightBytes(artifacts.weightSpecs ? [{ weights: artifacts.weightSpecs }] : []);
   const got = byteLengthOf(artifacts.weightData);
   if (expected !== null && expected !== got) {
@@ -74,7 +84,7 @@ function checkShardPaths(modelJSON, modelUrl) {
 }
 
 /** Fetches model.json itself (for signature and async decisions) and checks it before TF.js loads it. */
-async function readModelJSON(modelUrl) {
+async function readModelJSON(modelUrl, format = 'graph-model') {
   const response = await fetch(modelUrl, { cache: 'no-store' }).catch((err) => {
     throw new FatalError('model', `cannot fetch ${modelUrl}: ${errorText(err)}`);
   });
@@ -85,8 +95,9 @@ async function readModelJSON(modelUrl) {
   } catch (err) {
     throw new FatalError('model', `${modelUrl} is not valid JSON: ${errorText(err)}`);
   }
-  if (modelJSON.format !== 'graph-model' || !modelJSON.modelTopology) {
-    throw new FatalError('model', `${modelUrl} is not a TF.js graph model (format '${modelJSON.format}')`);
+  if (modelJSON.format !== format || !modelJSON.modelTopology) {
+    const kind = format === 'layers-model' ? 'layers' : 'graph';
+    throw new FatalError('model', `${modelUrl} is not a TF.js ${kind} model (format '${modelJSON.format}')`);
   }
   checkShardPaths(modelJSON, modelUrl);
   return modelJSON;
@@ -118,19 +129,28 @@ async function strictFetch(url, init) {
   return response;
 }
 
-/** The http load: tf.loadGraphModel over the tf.io.http handler a URL string would get, on the cpu backend. */
-async function loadOverHttp(tf, modelUrl) {
+/** The http load: tf.loadGraphModel (or tf.loadLayersModel) over the tf.io.http handler a URL string would get,
+ * on the cpu backend. */
+async function loadOverHttp(tf, modelUrl, layers = false) {
   await tf.setBackend('cpu');
   const handler = checkedHandler(tf.io.http(modelUrl, { fetchFunc: strictFetch }), modelUrl);
   const t0 = performance.now();
+  const loader = layers ? 'loadLayersModel' : 'loadGraphModel';
   let model;
   try {
-    model = await tf.loadGraphModel(handler);
+    model = await tf[loader](handler);
   } catch (err) {
     if (err instanceof FatalError) throw err;
-    throw new FatalError('model', `tf.loadGraphModel(${modelUrl}) failed: ${errorText(err)}`);
+    throw new FatalError('model', `tf.${loader}(${modelUrl}) failed: ${errorText(err)}`);
   }
   return { model, artifacts: handler.artifacts, ms: performance.now() - t0 };
+}
+
+/** Runs one backend on artifacts: the graph runner, or the layers runner (predict, then the fit request). */
+function runOnBackend(tf, backend, artifacts, modelJSON, inputSets, request, fit) {
+  return request.kind === 'layers'
+    ? runLayersModelOnBackend(tf, backend, artifacts, inputSets, { ...request, fit })
+    : runModelOnBackend(tf, backend, artifacts, modelJSON, inputSets, request);
 }
 
 /**
@@ -156,8 +176,8 @@ async function indexedDbRoundTrip(tf, httpModel, request, modelJSON, inputSets, 
     const artifacts = await checkedHandler(handlers[0], url).load();
     out.load_ms = performance.now() - t0;
     stage = 'run';
-    out.entry = await runModelOnBackend(tf, backend, artifacts, modelJSON, inputSets,
-      { fetch: request.fetch, warmup: 0, repeats: 0 });
+    out.entry = await runOnBackend(tf, backend, artifacts, modelJSON, inputSets,
+      { kind: request.kind, fetch: request.fetch, output_keys: request.output_keys, warmup: 0, repeats: 0 }, null);
     if (out.entry.error) out.error = `run: ${out.entry.stage}: ${out.entry.error}`;
   } catch (err) {
     out.error = `${stage}: ${errorText(err)}`;
@@ -225,8 +245,11 @@ function encodeStrings(values) {
 }
 
 function packEntry(writer, entry) {
-  const pack = (sets) => sets.map((set) => set.map(({ key, tensor }) => ({ key, ref: writer.add(tensor) })));
-  return { ...entry, outputs: pack(entry.outputs), fetched: pack(entry.fetched) };
+  const packSet = (set) => set.map(({ key, tensor }) => ({ key, ref: writer.add(tensor) }));
+  const pack = (sets) => sets.map(packSet);
+  const packed = { ...entry, outputs: pack(entry.outputs), fetched: pack(entry.fetched) };
+  if (entry.fit) packed.fit = { ...entry.fit, before: packSet(entry.fit.before), after: packSet(entry.fit.after) };
+  return packed;
 }
 
 function loadedTf() {
@@ -248,15 +271,17 @@ async function run(request, result, writer) {
   tf.wasm.setWasmPaths(new URL(request.wasm_path, location.href).href);
   tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
   const modelUrl = new URL(request.model_url, location.href).href;
-  const modelJSON = await readModelJSON(modelUrl);
+  const layers = request.kind === 'layers';
+  const modelJSON = await readModelJSON(modelUrl, layers ? 'layers-model' : 'graph-model');
   const inputs = await (await fetchOk(request.inputs_url, 'the packed inputs')).arrayBuffer();
   const inputSets = readInputSets(request, inputs);
-  const http = await loadOverHttp(tf, modelUrl);
+  const fit = readFit(request, inputs);
+  const http = await loadOverHttp(tf, modelUrl, layers);
   result.timings.http_load_ms = http.ms;
   let firstOk = null;
   try {
     for (const backend of request.backends) {
-      const entry = await runModelOnBackend(tf, backend, http.artifacts, modelJSON, inputSets, request);
+      const entry = await runOnBackend(tf, backend, http.artifacts, modelJSON, inputSets, request, fit);
       if (backend === 'webgl' && entry.stage !== 'init') entry.flags = { ...entry.flags, ...webglFacts(tf) };
       if (entry.error === null && firstOk === null) firstOk = backend;
       result.backends.push(packEntry(writer, entry));

@@ -1,4 +1,5 @@
-// Runs a TF.js graph model on several backends and input sets, for bridge's parity checks.
+// Runs a TF.js graph model (or a layers model: predict, and optionally one fit run) on several backends and input
+// sets, for bridge's parity checks.
 //
 // Two layers in one file:
 //   * an environment-free core (`runModelOnBackend`, `needsAsync`, weight size checks): it gets the `tf` namespace,
@@ -203,6 +204,164 @@ function backendFlags(tf, backend) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Layers models (tf.loadLayersModel): predict on input sets, and one `fit` run whose weights are read back.
+
+/** Input / output layer names (a Sequential leaves `inputNames` / `outputNames` empty: ask the tensors). */
+function layerNames(tensors) {
+  return tensors.map((t) => t.sourceLayer.name);
+}
+
+/** The input tensors of one set in the model's input order: by input name, else by position in the set. */
+function layersInputs(tf, model, set) {
+  const made = makeInputs(tf, set);
+  const names = layerNames(model.inputs);
+  const byName = names.every((name) => name in made);
+  const values = Object.values(made);
+  return { tensors: byName ? names.map((name) => made[name]) : values, all: values };
+}
+
+/** Output keys: the caller's (one per output, in order) or the output layer names. */
+function outputNames(model, keys) {
+  return keys && keys.length === model.outputs.length ? keys : layerNames(model.outputs);
+}
+
+/** Runs `model.predict` on one input set and reads every output back as [{key, tensor}], keyed by output name. */
+async function predictSet(tf, model, set, keys) {
+  const inputs = layersInputs(tf, model, set);
+  let outs = [];
+  try {
+    const result = model.predict(inputs.tensors.length === 1 ? inputs.tensors[0] : inputs.tensors);
+    outs = Array.isArray(result) ? result : [result];
+    const values = await Promise.all(outs.map(readTensor));
+    return outputNames(model, keys).map((key, i) => ({ key, tensor: values[i] }));
+  } finally {
+    disposeAll(outs);
+    disposeAll(inputs.all);
+  }
+}
+
+/** Times `repeats` predict calls (after `warmup` untimed ones) of one input set, output read-back included. */
+async function timePredict(tf, model, set, warmup, repeats) {
+  const times = [];
+  for (let i = 0; i < warmup + repeats; i++) {
+    await yieldToEventLoop();
+    const t0 = performance.now();
+    await predictSet(tf, model, set, null);
+    if (i >= warmup) times.push(performance.now() - t0);
+  }
+  return times;
+}
+
+function snakeToCamel(name) {
+  return name.replace(/_+([a-z0-9])/g, (m, c) => c.toUpperCase());
+}
+
+/** The optimizer a fit request names ({name: sgd|momentum|adam|adamax|adagrad|adadelta|rmsprop, learning_rate,
+ * momentum?}), built with tf.train. */
+function makeOptimizer(tf, spec) {
+  const lr = spec.learning_rate;
+  switch (spec.name) {
+    case 'sgd': return tf.train.sgd(lr);
+    case 'momentum': return tf.train.momentum(lr, spec.momentum == null ? 0.9 : spec.momentum);
+    case 'adam': return tf.train.adam(lr);
+    case 'adamax': return tf.train.adamax(lr);
+    case 'adagrad': return tf.train.adagrad(lr);
+    case 'adadelta': return tf.train.adadelta(lr);
+    case 'rmsprop': return tf.train.rmsprop(lr);
+    default: throw new Error(`unknown optimizer '${spec.name}'`);
+  }
+}
+
+async function readWeights(model) {
+  const values = await Promise.all(model.weights.map((w) => readTensor(w.read())));
+  return model.weights.map((w, i) => ({ key: w.originalName, tensor: values[i] }));
+}
+
+/**
+ * One `fit` run: compiles with the request's loss and optimizer (or keeps the model's trainingConfig when it
+ * names none), fits `epochs` epochs on x/y without shuffling, and reads every weight before and after.
+ */
+async function fitOnce(tf, model, fit, keys) {
+  if (fit.optimizer || fit.loss) {
+    if (!fit.optimizer || !fit.loss) throw new Error('a fit request needs both a loss and an optimizer, or neither');
+    model.compile({ optimizer: makeOptimizer(tf, fit.optimizer), loss: snakeToCamel(fit.loss) });
+  } else if (model.optimizer == null) {
+    throw new Error('the model has no trainingConfig: give a loss and an optimizer to fit it');
+  }
+  const x = layersInputs(tf, model, fit.x);
+  const yMade = makeInputs(tf, fit.y);
+  const names = outputNames(model, keys);
+  const ys = names.every((name) => name in yMade) ? names.map((name) => yMade[name]) : Object.values(yMade);
+  try {
+    const before = await readWeights(model);
+    const t0 = performance.now();
+    const history = await model.fit(x.tensors.length === 1 ? x.tensors[0] : x.tensors, ys.length === 1 ? ys[0] : ys,
+      { epochs: fit.epochs || 1, batchSize: fit.batch_size || 32, shuffle: false, verbose: 0 });
+    const ms = performance.now() - t0;
+    const after = await readWeights(model);
+    return { loss: history.history.loss.map(Number), ms, before, after };
+  } finally {
+    disposeAll(x.all);
+    disposeAll(Object.values(yMade));
+  }
+}
+
+/**
+ * Loads a layers model on `backend` (tf.loadLayersModel over an IOHandler serving `artifacts`), predicts every
+ * input set (outputs keyed by `opts.output_keys`, else by output layer name), times the first, and runs the
+ * `fit` request if one is given. Never throws: a failure becomes
+ * `error` (`fit_error` for the fit alone). The result has the graph runner's fields plus `fit` ({loss, ms,
+ * before, after} or null) and `fit_error`.
+ */
+export async function runLayersModelOnBackend(tf, backend, artifacts, inputSets, opts = {}) {
+  const { warmup = 0, repeats = 1, fit = null, output_keys: keys = null } = opts;
+  const result = { backend, error: null, stage: null, load_ms: null, infer_ms: [], set_ms: [], used_async: false,
+    async_reason: 'layers model: predict', outputs: [], fetched: [], tensors_leaked: null, flags: {}, fit: null,
+    fit_error: null };
+  let stage = 'init';
+  let model = null;
+  let before = 0;
+  try {
+    if (!(await tf.setBackend(backend))) throw new Error(`backend '${backend}' failed to initialise`);
+    await tf.ready();
+    result.flags = backendFlags(tf, backend);
+    before = tf.memory().numTensors;
+    stage = 'load';
+    const t0 = performance.now();
+    model = await tf.loadLayersModel({ load: async () => artifacts });
+    result.load_ms = performance.now() - t0;
+    stage = 'run';
+    for (const set of inputSets) {
+      await yieldToEventLoop();
+      const t1 = performance.now();
+      result.outputs.push(await predictSet(tf, model, set, keys));
+      result.fetched.push([]);
+      result.set_ms.push(performance.now() - t1);
+    }
+    stage = 'time';
+    if (inputSets.length > 0 && repeats > 0) result.infer_ms = await timePredict(tf, model, inputSets[0], warmup, repeats);
+    if (fit) {
+      // A backend may predict but lack a training kernel (wasm has no Conv2DBackpropFilter): keep the outputs.
+      try {
+        result.fit = await fitOnce(tf, model, fit, keys);
+      } catch (err) {
+        result.fit_error = errorText(err);
+      }
+    }
+  } catch (err) {
+    result.error = errorText(err);
+    result.stage = stage;
+  } finally {
+    if (model !== null) {
+      if (model.optimizer) model.optimizer.dispose();
+      model.dispose();
+    }
+    if (tf.getBackend() === backend) result.tensors_leaked = tf.memory().numTensors - before;
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Node shell. Node modules are imported lazily so the core above stays loadable in a browser.
 
 class FatalError extends Error {
@@ -243,8 +402,9 @@ function insideFolder(libs, folder, rel) {
   return full.startsWith(libs.path.resolve(folder) + libs.path.sep) ? full : null;
 }
 
-/** Reads model.json and its shards into ModelArtifacts, checking every shard exists and sizes add up. */
-function readModelFolder(libs, tf, dir) {
+/** Reads model.json and its shards into ModelArtifacts, checking the format, that every shard exists and that
+ * sizes add up. */
+function readModelFolder(libs, tf, dir, format = 'graph-model') {
   const jsonPath = libs.path.join(dir, 'model.json');
   let modelJSON;
   try {
@@ -252,8 +412,9 @@ function readModelFolder(libs, tf, dir) {
   } catch (err) {
     throw new FatalError('model', `cannot read ${jsonPath}: ${errorText(err)}`);
   }
-  if (modelJSON.format !== 'graph-model' || !modelJSON.modelTopology) {
-    throw new FatalError('model', `${jsonPath} is not a TF.js graph model (format '${modelJSON.format}')`);
+  if (modelJSON.format !== format || !modelJSON.modelTopology) {
+    const kind = format === 'layers-model' ? 'layers' : 'graph';
+    throw new FatalError('model', `${jsonPath} is not a TF.js ${kind} model (format '${modelJSON.format}')`);
   }
   const manifest = modelJSON.weightsManifest || [];
   const buffers = [];
@@ -281,21 +442,27 @@ function readModelFolder(libs, tf, dir) {
 
 const TYPED = { float32: Float32Array, int32: Int32Array, bool: Uint8Array, complex64: Float32Array };
 
-/** Reads the packed input file: each ref {dtype, shape, offset, nbytes} becomes {dtype, shape, data}. */
+/** One set of refs {key: {dtype, shape, offset, nbytes}} into the packed bytes as {key: {dtype, shape, data}}. */
+function readRefSet(blob, set) {
+  const out = {};
+  for (const [key, ref] of Object.entries(set)) {
+    const Typed = TYPED[ref.dtype];
+    if (Typed === undefined || ref.dtype === 'complex64') {
+      throw new FatalError('request', `input '${key}' has unsupported dtype ${ref.dtype}`);
+    }
+    const copy = blob.buffer.slice(blob.byteOffset + ref.offset, blob.byteOffset + ref.offset + ref.nbytes);
+    out[key] = { dtype: ref.dtype, shape: ref.shape, data: new Typed(copy) };
+  }
+  return out;
+}
+
+/** Reads the packed input file: the input sets, and a fit request's x and y when there is one. */
 function readInputSets(libs, request) {
   const blob = libs.fs.readFileSync(request.inputs_file);
-  return request.input_sets.map((set) => {
-    const out = {};
-    for (const [key, ref] of Object.entries(set)) {
-      const Typed = TYPED[ref.dtype];
-      if (Typed === undefined || ref.dtype === 'complex64') {
-        throw new FatalError('request', `input '${key}' has unsupported dtype ${ref.dtype}`);
-      }
-      const copy = blob.buffer.slice(blob.byteOffset + ref.offset, blob.byteOffset + ref.offset + ref.nbytes);
-      out[key] = { dtype: ref.dtype, shape: ref.shape, data: new Typed(copy) };
-    }
-    return out;
-  });
+  const sets = request.input_sets.map((set) => readRefSet(blob, set));
+  const fit = request.fit ? { ...request.fit, x: readRefSet(blob, request.fit.x), y: readRefSet(blob, request.fit.y) }
+    : null;
+  return { sets, fit };
 }
 
 function encodeStrings(values) {
@@ -336,19 +503,26 @@ class PackWriter {
 }
 
 function packResult(writer, result) {
-  const pack = (sets) => sets.map((set) => set.map(({ key, tensor }) => ({ key, ref: writer.add(tensor) })));
-  return { ...result, outputs: pack(result.outputs), fetched: pack(result.fetched) };
+  const packSet = (set) => set.map(({ key, tensor }) => ({ key, ref: writer.add(tensor) }));
+  const pack = (sets) => sets.map(packSet);
+  const packed = { ...result, outputs: pack(result.outputs), fetched: pack(result.fetched) };
+  if (result.fit) packed.fit = { ...result.fit, before: packSet(result.fit.before), after: packSet(result.fit.after) };
+  return packed;
 }
 
 async function runRequest(libs, request, summary) {
   const { tf, versions } = await loadTfjs(libs, request.node_modules);
   Object.assign(summary.versions, versions);
-  const { modelJSON, artifacts } = readModelFolder(libs, tf, request.model_dir);
-  const inputSets = readInputSets(libs, request);
+  const layers = request.kind === 'layers';
+  const { modelJSON, artifacts } = readModelFolder(libs, tf, request.model_dir,
+    layers ? 'layers-model' : 'graph-model');
+  const { sets, fit } = readInputSets(libs, request);
   const writer = new PackWriter(libs, request.outputs_file);
   try {
     for (const backend of request.backends) {
-      const result = await runModelOnBackend(tf, backend, artifacts, modelJSON, inputSets, request);
+      const result = layers
+        ? await runLayersModelOnBackend(tf, backend, artifacts, sets, { ...request, fit })
+        : await runModelOnBackend(tf, backend, artifacts, modelJSON, sets, request);
       summary.backends.push(packResult(writer, result));
     }
   } finally {

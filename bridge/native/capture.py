@@ -8,6 +8,7 @@ decomposed by torch's default decomposition table. Each IR node records its modu
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 import re
 import time
@@ -18,8 +19,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from bridge.errors import CaptureError, UsageError
-from bridge.native.ir import SYMINT, Dim, Graph, Node, Value, py_identifier
+from bridge.errors import CaptureError, DataDependentBranchError, UsageError
+from bridge.native.ir import SYMINT, Dim, Graph, Node, Size, Value, py_identifier
 
 # Nodes that only copy or re-label a tensor at inference time; they become aliases in the IR.
 _IDENTITY_TARGETS = {"aten.clone.default", "aten.lift_fresh_copy.default", "aten.detach_.default",
@@ -29,6 +30,7 @@ _IDENTITY_TARGETS = {"aten.clone.default", "aten.lift_fresh_copy.default", "aten
 # Run-time checks torch.export adds on data-dependent sizes; the web model has no use for them.
 _RUNTIME_CHECKS = {"aten._assert_scalar.default", "aten.sym_constrain_range_for_size.default",
                    "aten.sym_constrain_range.default", "aten._assert_async.msg"}
+COND = "higher_order.cond"  # torch.cond: its branches are subgraphs (see _GraphBuilder._branch)
 _NAME_ALIASES = (("_native_batch_norm_legit_no_training", "batch_norm"), ("_unsafe_view", "view"))
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _TORCH_DIR = str(Path(torch.__file__).parent)
@@ -61,20 +63,60 @@ def capture(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], *, 
     module = _in_eval_mode(module)
     args = tuple(example_inputs)
     shapes = _dynamic_shapes(args, dynamic_dims)
-    start, errors = time.perf_counter(), []
+    start, errors, failures = time.perf_counter(), [], []
+    table = _decomp_table(keep)
     for mode in ((True, False) if strict is None else (strict,)):
         try:
-            with torch.no_grad(), _mha_fast_path_off():
+            with torch.no_grad(), _mha_fast_path_off(), _symbolic_rnn_shapes():
                 program = torch.export.export(module, args, strict=mode, dynamic_shapes=shapes)
-            program = program.run_decompositions(_decomp_table(keep))
+                program = program.run_decompositions(table)
         except Exception as exc:  # noqa: BLE001 - torch raises many types; both attempts are reported
-            errors.append(f"torch.export (strict={mode}): {type(exc).__name__}: {(str(exc) or '?').splitlines()[0]}")
+            errors.append(f"torch.export (strict={mode}): {_export_failure(exc)}")
+            failures.append(str(exc))
             continue
         return Captured(program, "torch.export strict" if mode else "torch.export non-strict",
                         time.perf_counter() - start)
+    branch = _data_dependent_branch(failures)
+    if branch is not None:
+        raise branch
     raise CaptureError("torch.export could not capture the model", stage="capture", details=errors,
                        hint="make forward() traceable (no data-dependent python control flow), or try the ONNX "
                             "route (route='onnx')")
+
+
+_DATA_DEPENDENT = ("Data-dependent branching", "data-dependent expression", "GuardOnDataDependentSymNode")
+_USER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in \w+\n\s+(.+)')
+
+
+def _data_dependent_branch(failures: Sequence[str]) -> CaptureError | None:
+    """The error for a Python `if` on a tensor's value (torch.export's messages name it in several ways), with the
+    user's source line when torch gave it; None for other failures."""
+    if not any(marker in text for text in failures for marker in _DATA_DEPENDENT):
+        return None
+    frames = [m for text in failures for m in _USER_FRAME.findall(text) if _TORCH_DIR not in m[0]]
+    where = f"{Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else None
+    code = f" (`{frames[-1][2].strip()}`)" if frames else ""
+    return DataDependentBranchError(
+        f"forward() branches on the value of a tensor{f' at {where}' if where else ''}{code}: torch.export cannot "
+        "capture a Python `if` that depends on the input's numbers", where=where, stage="capture",
+        hint="write the branch as torch.where(cond, a, b) (both sides computed, then picked per element) or "
+             "torch.cond(pred, true_fn, false_fn) (bridge converts it to tf.cond); the ONNX route would trace only "
+             "the branch the example input takes, so that web model takes it for every input")
+
+
+_SPECIALIZED = re.compile(r"You marked (\S+) as dynamic but your code specialized it to be a constant \((\d+)\)")
+
+
+def _export_failure(exc: Exception) -> str:
+    """One line for a failed torch.export: the exception's first line, and, when a dynamic dimension was fixed
+    by the model's code, which one and to what."""
+    text = str(exc) or "?"
+    line = f"{type(exc).__name__}: {text.splitlines()[0]}"
+    fixed = _SPECIALIZED.findall(text)
+    if fixed:
+        dims = ", ".join(f"{dim} to {value}" for dim, value in fixed)
+        line += f" (the model's code fixes the dynamic dimension {dims}: give it a static size)"
+    return line
 
 
 @contextlib.contextmanager
@@ -88,6 +130,54 @@ def _mha_fast_path_off() -> Iterator[None]:
         yield
     finally:
         torch.backends.mha.set_fastpath_enabled(previous)
+
+
+_RNN_OPS = ("lstm", "gru")
+_RNN_KEYS = ("CompositeImplicitAutograd", "Autograd")
+
+
+@contextlib.contextmanager
+def _symbolic_rnn_shapes() -> Iterator[None]:
+    """While capturing, let aten.lstm.input / aten.gru.input on fake tensors only compute their output shapes.
+    torch.export keeps these ops whole, but finds their output shapes by running their Python decomposition,
+    which unbinds the time steps and so fixes a dynamic sequence length to the example's; the shape rule below
+    keeps it symbolic. Real tensors still run the decomposition; the op's kernels are restored afterwards."""
+    from torch._C import DispatchKey
+    from torch._decomp import decomposition_table
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    ops = [getattr(torch.ops.aten, name).input for name in _RNN_OPS]
+    saved = {op: op.py_kernels.copy() for op in ops}
+    tabled = {op: decomposition_table[op] for op in ops if op in decomposition_table}
+    for op, original in tabled.items():  # fake tensors prefer this table's decomposition over the op's kernels
+        decomposition_table[op] = functools.partial(_rnn_shapes, op, original, FakeTensor)
+    for op in ops:
+        for key in (getattr(DispatchKey, k) for k in _RNN_KEYS):
+            original = op.py_kernels.get(key)
+            if original is not None:
+                op.py_kernels[key] = functools.partial(_rnn_shapes, op, original, FakeTensor)
+        op._dispatch_cache.clear()
+    try:
+        yield
+    finally:
+        decomposition_table.update(tabled)
+        for op in ops:
+            op.py_kernels.clear()
+            op.py_kernels.update(saved[op])
+            op._dispatch_cache.clear()
+
+
+def _rnn_shapes(op: Any, original: Any, fake_type: type, *args: Any, **kwargs: Any) -> Any:
+    """lstm.input / gru.input on fake tensors: output [T, B, D*H] (or [B, T, D*H] batch_first) and final states
+    shaped like the initial ones, from the shapes alone; anything else runs the op's own decomposition."""
+    named = {arg.name: value for arg, value in zip(op._schema.arguments, args)} | kwargs
+    x, hx = named["input"], named["hx"]
+    states = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+    if not isinstance(x, fake_type):
+        return original(*args, **kwargs)
+    directions = 2 if named.get("bidirectional") else 1
+    output = x.new_empty((*x.shape[:2], directions * states[0].shape[-1]))
+    return (output, *[state.new_empty(state.shape) for state in states])
 
 
 def _dynamic_shapes(args: tuple[torch.Tensor, ...],
@@ -104,12 +194,16 @@ def _dynamic_shapes(args: tuple[torch.Tensor, ...],
 
 
 def _decomp_table(keep: Iterable[str]) -> dict[Any, Any]:
-    """torch's default decompositions minus the ops we convert whole."""
+    """torch's default decompositions minus the ops we convert whole, and minus the linear-algebra ops: they
+    decompose into an error-checking op with side effects (`aten._linalg_check_errors`), which would hide the op
+    itself behind an effect token; kept whole, an unconverted one is reported by name."""
     table = torch.export.default_decompositions()
     for target in keep:
         op = resolve_op(target)
         if op is not None and op in table:
             del table[op]
+    for op in [op for op in table if str(getattr(op, "__name__", "")).startswith("linalg_")]:
+        del table[op]
     return table
 
 
@@ -136,6 +230,7 @@ class _GraphBuilder:
         self.graph = Graph(name=name, inputs=[], nodes=[], outputs=[])
         self.env: dict[str, Any] = {}
         self.taken: set[str] = set()
+        self.input_symbols: set[Any] = set()  # the sympy symbols of the user inputs' dynamic sizes
 
     def build(self, input_names: Sequence[str] | None, output_names: Sequence[str] | None) -> Graph:
         """Run the walk and attach names."""
@@ -153,17 +248,56 @@ class _GraphBuilder:
                 self._placeholder(fx_node, specs[fx_node.name], rename)
             elif fx_node.op == "call_function":
                 self._call(fx_node)
+            elif fx_node.op == "get_attr":
+                self._get_attr(fx_node, self.program.graph_module)
             elif fx_node.op == "output":
                 self._outputs(fx_node, output_names)
         self.graph.input_names = names
         return self.graph
+
+    def _get_attr(self, fx_node: torch.fx.Node, owner: torch.nn.Module) -> None:
+        """A subgraph (a torch.cond branch) is kept as its GraphModule until the op using it reads it; a tensor
+        attribute becomes a constant."""
+        attr = owner
+        for part in str(fx_node.target).split("."):
+            attr = getattr(attr, part)
+        if isinstance(attr, torch.Tensor):
+            shape, dtype = _val_meta(attr)
+            value = Value(py_identifier(str(fx_node.target), self.taken), shape, dtype, kind="const",
+                          key=str(fx_node.target))
+            self.env[fx_node.name] = self.graph.add_weight(value, attr.detach().cpu().numpy().copy())
+        else:
+            self.env[fx_node.name] = attr
+
+    def _branch(self, module: torch.fx.GraphModule, operands: list[Any], label: str) -> Graph:
+        """A torch.cond branch as a graph of its own: its placeholders are the cond's operands (the outer graph's
+        values, weights included, which the generated branch function reads where they are), its nodes are
+        converted like the outer ones, sharing the weights."""
+        sub = _GraphBuilder(self.program, f"{self.graph.name}.{label}")
+        sub.graph = Graph(name=sub.graph.name, inputs=[], nodes=[], outputs=[], arrays=self.graph.arrays,
+                          _derived=self.graph._derived)
+        sub.taken, sub.input_symbols = self.taken, self.input_symbols
+        placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
+        sub.env.update({ph.name: value for ph, value in zip(placeholders, operands)})
+        for fx_node in module.graph.nodes:
+            if fx_node.op == "call_function":
+                sub._call(fx_node)
+            elif fx_node.op == "get_attr":
+                sub._get_attr(fx_node, module)
+            elif fx_node.op == "output":
+                results = fx_node.args[0]
+                sub.graph.outputs = [sub._lookup(r) for r in (results if isinstance(results, (list, tuple))
+                                                              else [results])]
+        return sub.graph
 
     def _placeholder(self, fx_node: torch.fx.Node, spec: Any, rename: dict[str, str]) -> None:
         kinds = torch.export.graph_signature.InputKind
         shape, dtype = _meta(fx_node)
         if spec.kind == kinds.USER_INPUT:
             user = rename[fx_node.name]
-            value = Value(py_identifier(user, self.taken), shape, dtype, kind="input", key=user)
+            sizes = _val_sizes(fx_node.meta.get("val"))
+            value = Value(py_identifier(user, self.taken), shape, dtype, kind="input", key=user, sizes=sizes)
+            self.input_symbols |= {d for d in sizes if getattr(d, "is_Symbol", False)}
             self.graph.inputs.append(value)
         elif spec.kind in (kinds.PARAMETER, kinds.BUFFER, kinds.CONSTANT_TENSOR):
             key = spec.target
@@ -174,7 +308,7 @@ class _GraphBuilder:
             value = Value(py_identifier(key, self.taken), shape, dtype, kind=kind, key=key)
             self.graph.add_weight(value, tensor.detach().cpu().numpy().copy())
         else:
-            raise CaptureError(f"unsupported graph input kind {spec.kind} for {fx_node.name}", stage="capture")
+            raise _input_kind_error(spec, fx_node)
         self.env[fx_node.name] = value
 
     def _call(self, fx_node: torch.fx.Node) -> None:
@@ -185,16 +319,46 @@ class _GraphBuilder:
         target = _target_name(fx_node.target)
         if _is_runtime_check(fx_node):
             return
+        size = self._size_value(fx_node)
+        if size is not None:
+            self.env[fx_node.name] = size
+            return
         if target in _IDENTITY_TARGETS:
             self.env[fx_node.name] = self._lookup(fx_node.args[0])
             return
         path, mtype = _module_path(fx_node)
-        node = Node(name=fx_node.name, target=target, args=self._named_args(fx_node), outputs=[],
+        args = self._cond_args(fx_node) if target == COND else self._named_args(fx_node)
+        node = Node(name=fx_node.name, target=target, args=args, outputs=[],
                     module_path=path, module_type=mtype, source=_source_line(fx_node))
         node.outputs = self._output_values(fx_node, node, path)
         self.graph.nodes.append(node)
         self.env[fx_node.name] = node.outputs if isinstance(fx_node.meta.get("val"), (tuple, list)) \
             else node.outputs[0]
+
+    def _cond_args(self, fx_node: torch.fx.Node) -> dict[str, Any]:
+        """torch.cond(pred, true_fn, false_fn, operands): the predicate and both branches as subgraphs."""
+        pred, true_module, false_module, operands = fx_node.args[:4]
+        values = [self._lookup(o) for o in operands]
+        return {"pred": self._lookup(pred),
+                "true_graph": self._branch(self.env[true_module.name], values, f"{fx_node.name}_true"),
+                "false_graph": self._branch(self.env[false_module.name], values, f"{fx_node.name}_false")}
+
+    def _size_value(self, fx_node: torch.fx.Node) -> Value | None:
+        """A symbolic int computed from the input sizes alone (sym_size, and python arithmetic on sizes) becomes
+        a value holding its expression, generated from the inputs' shapes: no node. None for anything else."""
+        import sympy
+
+        val = fx_node.meta.get("val")
+        if isinstance(val, torch.SymBool):
+            expr = val.node.expr
+        elif isinstance(val, (torch.SymInt, int)) and not isinstance(val, bool):
+            expr = _size(val)
+        else:
+            return None
+        expr = sympy.sympify(expr)
+        if not expr.free_symbols <= self.input_symbols:
+            return None  # a data-dependent size (e.g. from .item()): its producer stays a node
+        return Value(py_identifier(fx_node.name, self.taken), (), SYMINT, expr=expr)
 
     def _output_values(self, fx_node: torch.fx.Node, node: Node, path: str) -> list[Value | None]:
         val = fx_node.meta.get("val")
@@ -210,7 +374,8 @@ class _GraphBuilder:
                 continue
             shape, dtype = _val_meta(item)
             name = base if i == 0 else f"{base}_out{i}"
-            outputs.append(Value(py_identifier(name, self.taken), shape, dtype, module_path=path, producer=node))
+            outputs.append(Value(py_identifier(name, self.taken), shape, dtype, module_path=path, producer=node,
+                                 sizes=_val_sizes(item)))
         return outputs
 
     def _named_args(self, fx_node: torch.fx.Node) -> dict[str, Any]:
@@ -275,9 +440,12 @@ def _is_runtime_check(fx_node: torch.fx.Node) -> bool:
 
 
 def _target_name(target: Any) -> str:
-    """`aten.conv2d.default` for OpOverloads, the qualified python name otherwise."""
+    """`aten.conv2d.default` for OpOverloads, `higher_order.cond` for higher-order ops, the qualified python
+    name otherwise."""
     if isinstance(target, torch._ops.OpOverload):
         return str(target)
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        return f"higher_order.{target.name()}"
     return f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', str(target))}".lstrip(".")
 
 
@@ -297,12 +465,45 @@ def _val_meta(val: Any) -> tuple[tuple[Dim, ...], str]:
     raise CaptureError(f"cannot read the metadata of a graph value ({type(val).__name__})", stage="capture")
 
 
+def _val_sizes(val: Any) -> tuple[Size, ...]:
+    """Per axis of a FakeTensor: its int size, or torch.export's sympy expression of a dynamic one."""
+    return tuple(_size(d) for d in val.shape) if isinstance(val, torch.Tensor) else ()
+
+
+def _size(dim: Any) -> Size:
+    if isinstance(dim, torch.SymInt):
+        expr = dim.node.expr
+        return int(expr) if expr.is_number else expr
+    return int(dim)
+
+
+def _input_kind_error(spec: Any, fx_node: torch.fx.Node) -> CaptureError:
+    """A typed error for a graph input the native route cannot feed (an effect token, a custom object)."""
+    kinds = torch.export.graph_signature.InputKind
+    if spec.kind == kinds.TOKEN:
+        users = [u for u in fx_node.users if u.op == "call_function"]
+        ops = sorted({str(u.args[1]) if len(u.args) > 1 else _target_name(u.target) for u in users})
+        where = [f"{', '.join(ops) or 'an op'} @ {_module_path(u)[0] or 'forward'}"
+                 + (f" ({_source_line(u)})" if _source_line(u) else "") for u in users]
+        return CaptureError(
+            f"the model calls an op with side effects ({', '.join(ops) or 'unknown'}): torch.export orders such "
+            "ops with an effect token, which a TensorFlow graph has no use for", stage="capture", details=where,
+            hint="make the op pure (register the custom op without effects) or remove it from forward(), or "
+                 "convert with the ONNX route (route='onnx')")
+    what = {kinds.CUSTOM_OBJ: "a script object (torch.classes)"}.get(spec.kind, str(spec.kind))
+    return CaptureError(f"the exported graph takes {what} as input {fx_node.name}, which the native route cannot "
+                        "feed", stage="capture", hint="convert with the ONNX route (route='onnx')")
+
+
 def _is_static(dim: Any) -> bool:
+    # never int() a SymInt: that guards on its example value and specialises the dimension for the whole graph
+    if isinstance(dim, torch.SymInt):
+        return bool(dim.node.expr.is_number)
     try:
         int(dim)
     except Exception:  # noqa: BLE001 - unbacked/symbolic dims raise various errors
         return False
-    return not isinstance(dim, torch.SymInt) or dim.node.is_constant()
+    return True
 
 
 def _module_path(fx_node: torch.fx.Node) -> tuple[str, str]:
@@ -313,6 +514,7 @@ def _module_path(fx_node: torch.fx.Node) -> tuple[str, str]:
         return "", ""
     path, mtype = entries[-1][0], entries[-1][1]
     path = re.sub(r"^L\['self'\]\.?", "", str(path))
+    path = re.sub(r"^_export_root\.?", "", path)
     path = re.sub(r"\[(\d+)\]", r".\1", path).replace("._modules['", ".").replace("']", "")
     mtype = mtype.__name__ if isinstance(mtype, type) else str(mtype).rsplit(".", 1)[-1]
     return path, mtype

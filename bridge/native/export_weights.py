@@ -37,7 +37,8 @@ class ExportedWeights:
     out_dir: Path
     files: tuple[str, ...]  # relative to out_dir
     count: int
-    total_bytes: int
+    total_bytes: int  # the weights' own bytes (what the arrays hold)
+    file_bytes: int = 0  # what the files take on disk (the manifest and any container overhead included)
 
 
 def export_weights(state_dict: Mapping[str, Any], out_dir: str | Path, fmt: str, *, force: bool = False,
@@ -55,8 +56,9 @@ def export_weights(state_dict: Mapping[str, Any], out_dir: str | Path, fmt: str,
     target = Path(out_dir)
     with atomic_output_dir(target, force) as staging:
         files = writer(arrays, staging, shard_size)
-        total = sum((staging / f).stat().st_size for f in files)
-    return ExportedWeights(fmt, target.resolve(), tuple(files), len(arrays), total)
+        on_disk = sum((staging / f).stat().st_size for f in files)
+    weight_bytes = sum(int(a.nbytes) for a in arrays.values())
+    return ExportedWeights(fmt, target.resolve(), tuple(files), len(arrays), weight_bytes, on_disk)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -133,6 +135,7 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
     trust_pickle = bool(getattr(args, "trust_pickle", False))  # Namespaces built by hand may lack it
     state = load_state_dict(args.model, args.weights, args.init_args, trust_pickle=trust_pickle)
     result = export_weights(state, args.out, args.format, force=args.force)
-    print(f"wrote {result.count} weight(s), {result.total_bytes:,} bytes, as {result.format} in {result.out_dir}: "
+    print(f"wrote {result.count} weight(s), {result.total_bytes:,} weight bytes ({result.file_bytes:,} bytes on disk), "
+          f"as {result.format} in {result.out_dir}: "
           f"{', '.join(result.files[:4])}{' ...' if len(result.files) > 4 else ''}")
     return 0

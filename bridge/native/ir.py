@@ -16,6 +16,10 @@ from typing import Any, Callable, Iterator, Literal
 import numpy as np
 
 Dim = int | None  # None: a dynamic dimension (a torch.export symbol)
+# A size as torch.export knows it: an int, or a sympy expression over the input sizes' symbols (s0, s1, ...), e.g.
+# `s1`, `2*s1`, `((s2 - 1)//2) + 1`; None where nothing is known. Values carry both: `shape` (None for dynamic,
+# what static-only code tests) and `sizes` (the symbols, what dynamic-shape code compares and generates from).
+Size = Any
 ValueKind = Literal["input", "param", "const", "node"]
 SYMINT = "symint"  # dtype of a symbolic int (a dynamic dimension read with tf.shape), not a tensor
 
@@ -104,6 +108,17 @@ class Value:
     key: str | None = None  # state_dict key (params/buffers) or constant name; the TF variable is named after it
     variant: str = ""  # for weights stored transformed (e.g. "hwio"): what was done to the PyTorch array
     producer: Node | None = None
+    sizes: tuple[Size, ...] = ()  # per axis: an int or a sympy expression (see `Size`); defaults to `shape`
+    expr: Any = None  # a SYMINT value's sympy expression over the input sizes (None: computed by its producer)
+
+    def __post_init__(self) -> None:
+        if len(self.sizes) != len(self.shape):
+            self.sizes = tuple(self.shape)
+
+    @property
+    def is_dynamic(self) -> bool:
+        """True when some axis has a size known only at run time."""
+        return any(d is None for d in self.shape)
 
     @property
     def rank(self) -> int:
@@ -190,12 +205,59 @@ class Graph:
                 table.setdefault(id(value), []).append(node)
         return table
 
-    def op_counts(self) -> dict[str, int]:
-        """How many nodes use each target."""
-        counts: dict[str, int] = {}
+    def subgraphs(self, node: Node) -> list[Graph]:
+        """The graphs a node holds as arguments (a torch.cond's branches)."""
+        return [arg for arg in node.args.values() if isinstance(arg, Graph)]
+
+    def all_nodes(self) -> Iterator[Node]:
+        """Every node, those inside subgraphs (torch.cond branches) included, each before its subgraphs' nodes."""
         for node in self.nodes:
+            yield node
+            for sub in self.subgraphs(node):
+                yield from sub.all_nodes()
+
+    def op_counts(self) -> dict[str, int]:
+        """How many nodes use each target (inside torch.cond branches too)."""
+        counts: dict[str, int] = {}
+        for node in self.all_nodes():
             counts[node.target] = counts.get(node.target, 0) + 1
         return counts
+
+
+def static_size(size: Size) -> int | None:
+    """The int value of a size; None when it is symbolic or unknown."""
+    if size is None or isinstance(size, bool):
+        return None
+    if isinstance(size, (int, np.integer)):
+        return int(size)
+    return int(size) if getattr(size, "is_Integer", False) else None
+
+
+def same_size(a: Size, b: Size) -> bool:
+    """True when two sizes are provably equal (equal ints, or equal sympy expressions)."""
+    if a is None or b is None:
+        return False
+    if static_size(a) is not None or static_size(b) is not None:
+        return static_size(a) == static_size(b)
+    if a == b:
+        return True
+    import sympy
+
+    return sympy.simplify(sympy.sympify(a) - sympy.sympify(b)) == 0
+
+
+def size_ratio(big: Size, small: Size) -> Size | None:
+    """`big / small` when it is a whole size (an int, or a sympy expression with no denominator), else None."""
+    if static_size(big) is not None and static_size(small) is not None:
+        b, s = static_size(big), static_size(small)
+        return b // s if s and b % s == 0 else None
+    if big is None or small is None:
+        return None
+    import sympy
+
+    ratio = sympy.simplify(sympy.sympify(big) / sympy.sympify(small))
+    _, denominator = sympy.fraction(sympy.together(ratio))
+    return ratio if denominator == 1 else None
 
 
 def _source_shape(physical: tuple[int, ...], layout: Layout) -> tuple[int, ...]:

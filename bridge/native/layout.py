@@ -11,17 +11,28 @@ activations become `bridge.relayout` nodes (a reshape when only size-1 axes move
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bridge.errors import ConversionError
-from bridge.native.ir import Dim, FlatBlock, Graph, Layout, Node, Value, py_identifier
+from bridge.errors import BridgeError, ConversionError
+from bridge.native.ir import (SYMINT, FlatBlock, Graph, Layout, Node, Size, Value, py_identifier, same_size,
+                              size_ratio, static_size)
 from bridge.native.registry import ConverterRegistry, LayoutPolicy, LayoutRule
 
 RELAYOUT = "bridge.relayout"
 
 LAYOUT_NAMES = {"nchw": 4, "ncw": 3, "ncdhw": 5, "nhwc": 4, "nwc": 3, "ndhwc": 5}
+
+
+def node_failure(node: Node, step: str, exc: Exception) -> ConversionError:
+    """A typed error for an unexpected failure while `step` one node (a converter or layout rule bug, an
+    argument combination nobody foresaw)."""
+    summary = (str(exc).strip().splitlines() or [""])[0][:300]
+    return ConversionError(f"{step} {node.target} failed: {type(exc).__name__}: {summary}", stage="tf",
+                           details=[node.where()],
+                           hint="convert with the ONNX route (route='onnx'), or register your own converter for "
+                                "the op with bridge.native.register_converter")
 
 
 def layout_from_name(name: str, rank: int) -> Layout:
@@ -45,10 +56,10 @@ class Step:
     """One physical operation of a layout conversion: a reshape to `shape` or a transpose by `perm`."""
 
     kind: str  # "reshape" | "transpose"
-    arg: tuple[Dim, ...]
+    arg: tuple[Size, ...]
 
 
-def conversion_steps(src: Layout, dst: Layout, shape: tuple[Dim, ...]) -> list[Step]:
+def conversion_steps(src: Layout, dst: Layout, shape: tuple[Size, ...]) -> list[Step]:
     """Physical steps turning a tensor of source shape `shape` stored as `src` into storage `dst`.
     `dst` may have a higher rank (the value is broadcast-aligned: size-1 axes are prepended)."""
     steps: list[Step] = []
@@ -69,7 +80,7 @@ def conversion_steps(src: Layout, dst: Layout, shape: tuple[Dim, ...]) -> list[S
     return _merge_reshapes(steps)
 
 
-def _transpose_steps(src: Layout, dst: Layout, shape: tuple[Dim, ...]) -> list[Step]:
+def _transpose_steps(src: Layout, dst: Layout, shape: tuple[Size, ...]) -> list[Step]:
     order = tuple(src.perm.index(p) for p in dst.perm)
     if order == tuple(range(len(order))):
         return []
@@ -80,7 +91,7 @@ def _transpose_steps(src: Layout, dst: Layout, shape: tuple[Dim, ...]) -> list[S
     return [Step("transpose", order)]
 
 
-def _unflatten_steps(flat: FlatBlock, shape: tuple[Dim, ...]) -> list[Step]:
+def _unflatten_steps(flat: FlatBlock, shape: tuple[Size, ...]) -> list[Step]:
     """Flat-permuted last axis -> PyTorch order (reshape, transpose, reshape)."""
     lead = tuple(shape[:-1])
     k = len(lead)
@@ -90,7 +101,7 @@ def _unflatten_steps(flat: FlatBlock, shape: tuple[Dim, ...]) -> list[Step]:
             Step("reshape", tuple(shape))]
 
 
-def _flatten_steps(flat: FlatBlock, shape: tuple[Dim, ...]) -> list[Step]:
+def _flatten_steps(flat: FlatBlock, shape: tuple[Size, ...]) -> list[Step]:
     """PyTorch order -> flat-permuted last axis."""
     lead = tuple(shape[:-1])
     k = len(lead)
@@ -197,46 +208,55 @@ def unsqueeze_rule(node: Node, layout: Layout) -> Layout | None:
 def reshape_rule(node: Node, layout: Layout) -> Layout | None:
     """view/reshape/flatten. Merging or splitting axes that sit together (and in order) in storage keeps the
     data in place (`x.flatten(2)` of an NHWC map is free); flattening trailing axes stored in another order gives
-    a flat-permuted last axis (absorbed by a following Linear); anything else needs PyTorch order."""
-    src, out = next(node.tensor_args())[1].shape, node.outputs[0].shape
+    a flat-permuted last axis (absorbed by a following Linear); anything else needs PyTorch order. Dynamic sizes
+    are compared as torch.export's symbols (`s0*s1` splits into `s0`, `s1`)."""
+    src, out = next(node.tensor_args())[1].sizes, node.outputs[0].sizes
     if layout.is_source:
         return Layout.source(len(out))
-    if tuple(src) == tuple(out):
+    if len(src) == len(out) and all(map(same_size, src, out)):
         return layout
     grouped = _regroup(layout, _axis_groups(tuple(src), tuple(out)))
     return grouped if grouped is not None else _flat_rule(layout, tuple(src), tuple(out))
 
 
-def _axis_groups(src: tuple[Dim, ...], out: tuple[Dim, ...]) -> list[tuple[list[int], list[int]]] | None:
+def _axis_groups(src: tuple[Size, ...], out: tuple[Size, ...]) -> list[tuple[list[int], list[int]]] | None:
     """Pair runs of source axes with runs of output axes of equal size (None when the shapes do not line up)."""
     groups: list[tuple[list[int], list[int]]] = []
     i = j = 0
     while i < len(src) and j < len(out):
-        if src[i] is None or out[j] is None:
-            if src[i] is not None or out[j] is not None:
-                return None
-            groups.append(([i], [j]))
-            i, j = i + 1, j + 1
-            continue
         gi, go, ps, po = [i], [j], src[i], out[j]
         i, j = i + 1, j + 1
-        while ps != po:
-            if ps < po and i < len(src) and src[i] is not None:
+        while not same_size(ps, po):
+            grow = _grow_side(ps, po)
+            if grow == "src" and i < len(src):
                 gi.append(i)
-                ps *= src[i]
+                ps = ps * src[i]
                 i += 1
-            elif po < ps and j < len(out) and out[j] is not None:
+            elif grow == "out" and j < len(out):
                 go.append(j)
-                po *= out[j]
+                po = po * out[j]
                 j += 1
             else:
                 return None
         groups.append((gi, go))
-    if any(d != 1 for d in src[i:]) or any(d != 1 for d in out[j:]) or not groups:
+    if any(not same_size(d, 1) for d in src[i:]) or any(not same_size(d, 1) for d in out[j:]) or not groups:
         return None
     groups[-1][0].extend(range(i, len(src)))
     groups[-1][1].extend(range(j, len(out)))
     return groups
+
+
+def _grow_side(ps: Size, po: Size) -> str | None:
+    """Which run to extend to make two partial products meet: the smaller one (static), the one the other is a
+    whole multiple of (symbolic); None when neither can."""
+    if ps is None or po is None:
+        return None
+    a, b = static_size(ps), static_size(po)
+    if a is not None and b is not None:
+        return "src" if a < b else "out"
+    if size_ratio(po, ps) is not None:
+        return "src"
+    return "out" if size_ratio(ps, po) is not None else None
 
 
 def _regroup(layout: Layout, groups: list[tuple[list[int], list[int]]] | None) -> Layout | None:
@@ -252,13 +272,13 @@ def _regroup(layout: Layout, groups: list[tuple[list[int], list[int]]] | None) -
     return Layout(tuple(axis for _, go in sorted(placed) for axis in go))
 
 
-def _flat_rule(layout: Layout, src: tuple[Dim, ...], out: tuple[Dim, ...]) -> Layout | None:
+def _flat_rule(layout: Layout, src: tuple[Size, ...], out: tuple[Size, ...]) -> Layout | None:
     """Flattening the trailing axes of a permuted value: a flat-permuted last axis."""
     k = len(out) - 1
-    if k < 0 or len(src) <= k or tuple(src[:k]) != tuple(out[:k]) or layout.perm[:k] != tuple(range(k)):
+    if k < 0 or len(src) <= k or not all(map(same_size, src[:k], out[:k])) or layout.perm[:k] != tuple(range(k)):
         return None
-    block = src[k:]
-    if any(d is None for d in block) or out[k] != int(np.prod(block)):
+    block = [static_size(d) for d in src[k:]]
+    if any(d is None for d in block) or static_size(out[k]) != int(np.prod(block)):
         return None
     flat = FlatBlock(tuple(int(d) for d in block), tuple(p - k for p in layout.perm[k:]))
     if np.array_equal(flat.feature_order(), np.arange(len(flat.feature_order()))):
@@ -275,12 +295,13 @@ def assign_layouts(graph: Graph, registry: ConverterRegistry, input_layouts: Seq
 
 
 class _LayoutPass:
-    def __init__(self, graph: Graph, registry: ConverterRegistry) -> None:
+    def __init__(self, graph: Graph, registry: ConverterRegistry, taken: set[str] | None = None) -> None:
         self.graph = graph
         self.registry = registry
         self.nodes: list[Node] = []
         self.cache: dict[tuple[int, Layout], Value] = {}
-        self.taken = {v.name for v in graph.inputs} | {o.name for n in graph.nodes for o in n.outputs if o is not None}
+        self.taken = taken if taken is not None else \
+            {v.name for v in graph.inputs} | {o.name for n in graph.all_nodes() for o in n.outputs if o is not None}
 
     def run(self, input_layouts: Sequence[Layout], output_layouts: Sequence[Layout]) -> None:
         for value, layout in zip(self.graph.inputs, input_layouts):
@@ -289,15 +310,25 @@ class _LayoutPass:
             spec = self.registry.lookup(node.target)
             if spec is None:
                 raise ConversionError(f"no converter for {node.target}", stage="rebuild-tf")
-            self._place(node, spec.layout, spec.rule)
+            for sub in self.graph.subgraphs(node):  # branches read outer values as stored, return PyTorch order
+                _LayoutPass(sub, self.registry, self.taken).run([], [Layout.source(v.rank) for v in sub.outputs])
+            try:
+                self._place(node, spec.layout, spec.rule)
+            except BridgeError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a layout rule bug must still name its node
+                raise node_failure(node, "choosing the TensorFlow layout of", exc) from exc
             self.nodes.append(node)
+        for value in self.graph.outputs:
+            if value.layout is None:  # a weight returned as it is
+                value.layout = Layout.source(value.rank)
         self.graph.outputs = [self.ensure(v, lay, None) for v, lay in zip(self.graph.outputs, output_layouts)]
         self.graph.nodes = self.nodes
 
     # -- policies
 
     def _place(self, node: Node, policy: LayoutPolicy, rule: LayoutRule | None) -> None:
-        tensors = [v for _, v in node.tensor_args()]
+        tensors = [v for _, v in node.tensor_args() if v.dtype != SYMINT]  # sizes are ints, not laid out
         for value in tensors:
             if value.layout is None:  # weights start in PyTorch order
                 value.layout = Layout.source(value.rank)
@@ -349,11 +380,14 @@ class _LayoutPass:
 
     def _require(self, node: Node, wanted: Callable[[Value], Layout]) -> None:
         """Replace each tensor argument by a version in the wanted layout (fold or relayout node)."""
+        def fit(arg: Any) -> Any:
+            return self.ensure(arg, wanted(arg), node) if isinstance(arg, Value) and arg.dtype != SYMINT else arg
+
         for key, arg in list(node.args.items()):
             if isinstance(arg, Value):
-                node.args[key] = self.ensure(arg, wanted(arg), node)
+                node.args[key] = fit(arg)
             elif isinstance(arg, list) and any(isinstance(a, Value) for a in arg):
-                node.args[key] = [self.ensure(a, wanted(a), node) if isinstance(a, Value) else a for a in arg]
+                node.args[key] = [fit(a) for a in arg]
 
     def _set_outputs(self, node: Node, first: Layout | None) -> None:
         """Output 0 (and outputs of the same rank: split's pieces) get `first`; others PyTorch order."""
@@ -370,7 +404,7 @@ class _LayoutPass:
         key = (id(value), layout)
         if key in self.cache:
             return self.cache[key]
-        steps = conversion_steps(value.layout, layout, value.shape)
+        steps = conversion_steps(value.layout, layout, value.sizes)
         if value.is_weight:
             result = self.graph.derive_weight(value, layout.name(), lambda a: apply_steps(a, steps), layout)
         else:
@@ -380,11 +414,12 @@ class _LayoutPass:
 
     def _relayout_node(self, value: Value, layout: Layout, consumer: Node | None) -> Value:
         shape = (1,) * (layout.rank - value.rank) + tuple(value.shape)
+        sizes = (1,) * (layout.rank - value.rank) + tuple(value.sizes)
         path = consumer.module_path if consumer is not None else value.module_path
         name = py_identifier(f"{value.name}_{relayout_label(layout)}", self.taken)
         node = Node(name=name, target=RELAYOUT, args={"input": value, "layout": layout},
                     outputs=[], module_path=path, source=consumer.source if consumer is not None else "")
-        out = Value(name, shape, value.dtype, module_path=path, layout=layout, producer=node)
+        out = Value(name, shape, value.dtype, module_path=path, layout=layout, producer=node, sizes=sizes)
         node.outputs = [out]
         self.nodes.append(node)
         return out

@@ -7,7 +7,9 @@ import contextlib
 import importlib.util
 import inspect
 import itertools
+import re
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -16,7 +18,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from bridge.errors import ConversionError, UsageError
+from bridge.errors import BridgeError, CaptureError, ConversionError, UsageError
 from bridge.native.capture import build_graph, capture
 from bridge.native.codegen import GeneratedModel, generate
 from bridge.native.fold import fold_weight_ops
@@ -100,14 +102,14 @@ def rebuild_tf(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], 
     example_inputs = tuple(example_inputs)
     names = list(input_names or _forward_arg_names(module, len(example_inputs)))
     timings: dict[str, float] = {}
-    with _timed(timings, "capture"):
+    with _timed(timings, "capture"), _typed_errors("capturing", "capture"):
         keep = {t for t in registry.targets() if t.startswith("aten.")}
         dims_by_index = {names.index(k): v for k, v in (dynamic_dims or {}).items() if _known(k, names)}
         captured = capture(module, example_inputs, keep=keep, dynamic_dims=dims_by_index, strict=strict)
         graph = build_graph(captured, name=type(module).__name__, input_names=names, output_names=output_names)
-    with _timed(timings, "convert"):
+    with _timed(timings, "convert"), _typed_errors("generating", "tf"):
         fold_weight_ops(graph)
-        scan_unsupported(graph, registry, stage="rebuild-tf")
+        scan_unsupported(_every_node(graph), registry, stage="rebuild-tf")
         in_layouts = _input_layouts(graph, input_layouts or {})
         out_layouts = _output_layouts(graph, in_layouts, output_layouts or {})
         assign_layouts(graph, registry, in_layouts, out_layouts)
@@ -115,18 +117,72 @@ def rebuild_tf(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], 
         generated = generate(graph, registry, source_info=info)
         model_py, weights_path = _write(Path(out_dir), generated)
     with _timed(timings, "tf-build"):
-        model = import_generated(model_py).build(weights_path)
+        with _typed_errors("building", "tf", model_py):
+            model = import_generated(model_py).build(weights_path)
         inputs, outputs = _io_infos(graph, names, in_layouts, out_layouts)
+        with _typed_errors("tracing", "tf", model_py):
+            tf_ops = traced_op_counts(model)
         rebuild = NativeRebuild(
             out_dir=Path(out_dir), model_py=model_py, weights_path=weights_path,
             saved_model_dir=Path(out_dir) / "saved_model", inputs=inputs, outputs=outputs, model=model,
             capture_method=captured.method, op_counts=graph.op_counts(),
-            relayouts=generated.op_counts.get(RELAYOUT, 0), max_abs_error={}, tf_ops=traced_op_counts(model),
+            relayouts=generated.op_counts.get(RELAYOUT, 0), max_abs_error={}, tf_ops=tf_ops,
             timings=timings)
-        rebuild.max_abs_error = _parity(module, example_inputs, rebuild)
-    with _timed(timings, "savedmodel"):
+        with _typed_errors("running", "tf", model_py):
+            rebuild.max_abs_error = _parity(module, example_inputs, rebuild)
+    with _timed(timings, "savedmodel"), _typed_errors("saving", "tf", model_py):
         save_saved_model(model, rebuild.saved_model_dir)
     return rebuild
+
+
+@contextlib.contextmanager
+def _typed_errors(step: str, stage: str, model_py: Path | None = None) -> Iterator[None]:
+    """Let bridge's own errors through; turn anything else raised while `step` (TensorFlow tracing the
+    generated model, saving it, ...) into a typed error naming the generated line and module, so the pipeline can
+    report it and fall back to the ONNX route."""
+    try:
+        yield
+    except BridgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - TF and torch raise many types; each becomes one typed error
+        raise step_failure(exc, step, stage, model_py) from exc
+
+
+_TF_NODE = re.compile(r"\{\{node ([^}]+)\}\}|node '?([A-Za-z0-9_.\-/]+)'? ")
+
+
+def step_failure(exc: BaseException, step: str, stage: str, model_py: Path | None) -> BridgeError:
+    """A CaptureError/ConversionError for an exception raised while `step` the model: the exception's first
+    line, the TF node and module path it names, and the generated tf_model.py line it came from."""
+    summary = (str(exc).strip().splitlines() or [""])[0][:400]
+    found = _TF_NODE.search(str(exc))
+    node = (found.group(1) or found.group(2)) if found else ""
+    module = node.rsplit("/", 1)[0] if "/" in node else ""
+    details = [f"TensorFlow node {node}" + (f" (PyTorch module {module})" if module else "")] if node else []
+    details += _generated_lines(exc, model_py)
+    where = f" at {module}" if module else ""
+    if stage == "capture":
+        return CaptureError(f"capturing the model failed: {type(exc).__name__}: {summary}", stage=stage,
+                            details=details, hint="convert with the ONNX route (route='onnx')")
+    what = "generating tf_model.py failed" if step == "generating" else \
+        f"TensorFlow failed while {step} the generated model{where}"
+    return ConversionError(
+        f"{what}: {type(exc).__name__}: {summary}",
+        stage=stage, details=details,
+        hint="convert with the ONNX route (route='onnx'; route='auto' falls back to it), or replace the converter "
+             "of the op on that line with bridge.native.register_converter and convert again")
+
+
+def _generated_lines(exc: BaseException, model_py: Path | None) -> list[str]:
+    """`tf_model.py:122: cat = tf.concat(...)  # m.h.0.attn · cache_utils.py:136` for the innermost frame of the
+    traceback inside the generated file."""
+    if model_py is None:
+        return []
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == Path(model_py)]
+    if not frames:
+        return []
+    frame = frames[-1]
+    return [f"{Path(frame.filename).name}:{frame.lineno}: {(frame.line or '').strip()[:300]}"]
 
 
 @contextlib.contextmanager
@@ -162,6 +218,11 @@ def _forward_arg_names(module: torch.nn.Module, count: int) -> list[str]:
     except (TypeError, ValueError):
         params = []
     return [params[i] if i < len(params) else f"input_{i}" for i in range(count)]
+
+
+def _every_node(graph: Graph) -> Graph:
+    """A view of `graph` listing the nodes inside torch.cond branches too, so one scan reports them all."""
+    return Graph(name=graph.name, inputs=graph.inputs, nodes=list(graph.all_nodes()), outputs=graph.outputs)
 
 
 def _known(name: str, names: list[str]) -> bool:

@@ -10,7 +10,7 @@ in a layer that wins over the built-ins (`ConverterRegistry(fallback=BUILTINS)`,
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from bridge.errors import ConversionError, UnsupportedOpsError
@@ -23,8 +23,11 @@ ConverterFn = Callable[["OpContext", "Node"], "str | Sequence[str | None]"]
 CheckFn = Callable[["Node"], "str | None"]
 LayoutRule = Callable[["Node", "Layout"], "Layout | None"]
 
-NEXT_STEP = ("convert this model with the ONNX route (route='onnx'), or register a converter for the op with "
-             "bridge.native.register_converter (see bridge/native/ops/ for examples)")
+SUPPORTED_OPS_DOC = "docs/SUPPORTED_OPS.md"
+NEXT_STEP = ("either convert with the ONNX route (--route onnx, or route='onnx' in bridge.convert; --route auto "
+             "falls back to it by itself), or write a converter for the op and register it with "
+             f"bridge.native.register_converter ({SUPPORTED_OPS_DOC} lists what the native route converts; "
+             "bridge/native/ops/ holds examples)")
 
 
 class LayoutPolicy(enum.Enum):
@@ -128,21 +131,53 @@ def load_builtins() -> None:
 
 
 def scan_unsupported(graph: Graph, registry: ConverterRegistry, *, stage: str = "rebuild-tf") -> None:
-    """Raise UnsupportedOpsError listing EVERY node without a usable converter, grouped by op."""
+    """Raise UnsupportedOpsError listing EVERY node without a usable converter, grouped by op: what is
+    unsupported (no converter, or the reason its converter refuses the arguments), where each node is in the user's
+    code (module path and source line when known) and the two ways out (NEXT_STEP)."""
     ops: dict[str, list[str]] = {}
+    groups: dict[str, UnsupportedGroup] = {}
     for node in graph.nodes:
         spec = registry.lookup(node.target)
-        if spec is None:
-            ops.setdefault(node.target, []).append(node.where())
+        reason = "no converter" if spec is None else (spec.check(node) if spec.check else None)
+        if not reason:
             continue
-        reason = spec.check(node) if spec.check else None
-        if reason:
-            ops.setdefault(f"{node.target} ({reason})", []).append(node.where())
+        key = node.target if spec is None else f"{node.target} ({reason})"
+        ops.setdefault(key, []).append(node.where())
+        groups.setdefault(key, UnsupportedGroup(node.target, reason)).nodes.append(node)
     if ops:
         count = sum(len(v) for v in ops.values())
-        raise UnsupportedOpsError(
-            f"{count} node(s) in {len(ops)} op group(s) cannot be rebuilt in TensorFlow by the native route",
-            ops=ops, stage=stage, hint=NEXT_STEP)
+        names = ", ".join(sorted({g.target for g in groups.values()}))
+        error = UnsupportedOpsError(
+            f"the native route cannot rebuild {count} node(s) in TensorFlow: {names}", ops=ops, stage=stage,
+            hint=NEXT_STEP)
+        error.details = [groups[key].describe() for key in sorted(groups)]
+        raise error
+
+
+@dataclass
+class UnsupportedGroup:
+    """The nodes of one unsupported op (and one refusal reason), for the message."""
+
+    target: str
+    reason: str
+    nodes: list[Node] = field(default_factory=list)
+
+    def describe(self, shown: int = 3) -> str:
+        """`aten.atan.default: no converter; 2 node(s): atan in module head.1 (Atan) at model.py:12, ...`"""
+        why = self.reason if self.reason == "no converter" else f"its converter refuses this use: {self.reason}"
+        places = "; ".join(_place(node) for node in self.nodes[:shown])
+        more = f"; and {len(self.nodes) - shown} more" if len(self.nodes) > shown else ""
+        return f"{self.target}: {why}; {len(self.nodes)} node(s): {places}{more}"
+
+
+def _place(node: Node) -> str:
+    """Where a node is in the user's code: its module path (and class) and source line, when known."""
+    text = node.name
+    if node.module_path:
+        text += f" in module {node.module_path}" + (f" ({node.module_type})" if node.module_type else "")
+    else:
+        text += " in the top-level forward()"
+    return text + (f" at {node.source}" if node.source else " (source line unknown)")
 
 
 def supported_ops(registry: ConverterRegistry) -> list[dict[str, str]]:

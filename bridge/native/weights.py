@@ -91,6 +91,71 @@ def lstm_bias_to_keras(b_ih: np.ndarray, b_hh: np.ndarray) -> np.ndarray:
     return b_ih + b_hh
 
 
+# Inverses, TensorFlow -> PyTorch: weights trained in TF / TF.js going back into the PyTorch module.
+
+def hwio_to_oihw(w: np.ndarray) -> np.ndarray:
+    """Inverse of `oihw_to_hwio`: a conv2d filter [kH, kW, in/groups, out] -> Conv2d kernel [out, in/groups, kH, kW]."""
+    return w.transpose(3, 2, 0, 1)
+
+
+def wio_to_oiw(w: np.ndarray) -> np.ndarray:
+    """Inverse of `oiw_to_wio`: a conv1d filter [kW, in/groups, out] -> Conv1d kernel [out, in/groups, kW]."""
+    return w.transpose(2, 1, 0)
+
+
+def depthwise_filter_to_torch(w: np.ndarray) -> np.ndarray:
+    """Inverse of `depthwise_filter`: a depthwise filter [kH, kW, C, M] -> Conv2d kernel [C*M, 1, kH, kW]."""
+    kh, kw, channels, multiplier = w.shape
+    return w.transpose(2, 3, 0, 1).reshape(channels * multiplier, 1, kh, kw)
+
+
+def hwoi_to_iohw(w: np.ndarray) -> np.ndarray:
+    """Inverse of `iohw_to_hwoi`: a conv2d_transpose filter [kH, kW, out, in] -> ConvTranspose2d kernel
+    [in, out, kH, kW]."""
+    return w.transpose(3, 2, 0, 1)
+
+
+def in_out_to_linear(w: np.ndarray) -> np.ndarray:
+    """Inverse of `linear_to_in_out`: a matmul right operand [in, out] -> Linear weight [out, in]."""
+    return w.T
+
+
+def unpermute_rows(w: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Inverse of `permute_rows`: rows put back so row order[j] holds stored row j."""
+    back = np.empty_like(w)
+    back[np.asarray(order)] = w
+    return back
+
+
+def gru_gates_from_keras(w: np.ndarray) -> np.ndarray:
+    """Inverse of `gru_gates_to_keras`: gate blocks along axis 0 from Keras' order (z, r, h) to PyTorch's
+    (r, z, n)."""
+    z, r, n = np.split(w, 3, axis=0)
+    return np.concatenate([r, z, n], axis=0)
+
+
+def gru_kernel_from_keras(w: np.ndarray) -> np.ndarray:
+    """Inverse of `gru_kernel_to_keras`: a Keras GRU kernel [in, 3H] -> weight_ih [3H, in] (or the
+    recurrent_kernel [H, 3H] -> weight_hh [3H, H])."""
+    return gru_gates_from_keras(w.T)
+
+
+def gru_bias_from_keras(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of `gru_bias_to_keras`: a Keras GRU(reset_after=True) bias [2, 3H] -> (bias_ih, bias_hh)."""
+    return gru_gates_from_keras(b[0]), gru_gates_from_keras(b[1])
+
+
+def lstm_kernel_from_keras(w: np.ndarray) -> np.ndarray:
+    """Inverse of `lstm_kernel_to_keras`: a Keras LSTM kernel [in, 4H] -> weight_ih [4H, in] (same gate order)."""
+    return w.T
+
+
+def lstm_bias_from_keras(b: np.ndarray, b_hh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of `lstm_bias_to_keras` given the recurrent bias to keep: Keras keeps only the sum, so `b_hh` (the
+    module's current bias_hh) is kept and bias_ih = b - b_hh."""
+    return b - b_hh, b_hh
+
+
 def raise_if(condition: bool, message: str) -> None:
     """ValueError with `message` when `condition` holds."""
     if condition:

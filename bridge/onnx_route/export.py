@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Mapping, Sequence
 
-from bridge.errors import BridgeError, ExportError, UsageError
+from bridge.errors import BridgeError, UsageError
+from bridge.onnx_route.failures import exporter_failure
 from bridge.onnx_route.onnxrt import OnnxValueSpec, external_data_files, io_specs, load_onnx_checked
 from bridge.util.quiet import captured_output
 
@@ -61,19 +62,47 @@ def export_onnx(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     start = time.perf_counter()
     try:
         _run_exporter("dynamo", module, example_inputs, path, input_names, output_names, dims, opset, verbose)
+        forget_example_sizes(path, _example_sizes(example_inputs, input_names, dims))
         return _finish(path, "dynamo", None, start)
     except Exception as exc:
         reason = condense_reason(exc)
     try:
         _run_exporter("torchscript", module, example_inputs, path, input_names, output_names, dims, opset, verbose)
     except Exception as exc:
-        raise ExportError(
-            "torch.onnx.export failed with both the dynamo and the TorchScript exporter",
-            stage=_STAGE,
-            details=[f"dynamo: {reason}", f"torchscript: {condense_reason(exc)}"],
-            hint="run the model once in eager mode with these inputs; unsupported ops are named above",
-        ) from exc
+        raise exporter_failure([reason, condense_reason(exc)], module, example_inputs, stage=_STAGE,
+                               verbose=verbose) from exc
+    forget_example_sizes(path, _example_sizes(example_inputs, input_names, dims))
     return _finish(path, "torchscript", reason, start)
+
+
+def _example_sizes(example_inputs: tuple, input_names: Sequence[str],
+                   dynamic_dims: Mapping[str, Sequence[int]]) -> set[int]:
+    """The example inputs' sizes along the dimensions declared dynamic."""
+    shapes = {name: tuple(t.shape) for name, t in zip(input_names, example_inputs)}
+    return {int(shapes[name][axis]) for name, axes in dynamic_dims.items() for axis in axes}
+
+
+def forget_example_sizes(path: Path, sizes: set[int]) -> bool:
+    """Drop the shapes an exporter baked from the example inputs into an ONNX file with dynamic inputs: the
+    intermediate `value_info` annotations (optional; onnxruntime's graph optimizer trusts them, so a GRU exported
+    at length 16 ran only at 16: its fused Gemm reshaped to [16, 16]), and, on the graph outputs, every size equal
+    to an example's dynamic size becomes symbolic (a symbolic size admits the static one too). Returns True when
+    the file changed."""
+    if not sizes:
+        return False
+    import onnx  # noqa: PLC0415
+
+    model = onnx.load(str(path), load_external_data=False)
+    changed = bool(model.graph.value_info)
+    del model.graph.value_info[:]
+    for index, output in enumerate(model.graph.output):
+        for axis, dim in enumerate(output.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value in sizes:
+                dim.dim_param = f"{output.name}_dim{axis}"
+                changed = True
+    if changed:
+        onnx.save(model, str(path))
+    return changed
 
 
 

@@ -38,6 +38,7 @@ from bridge.onnx_route.layouts import (
     permute_shape,
     plan_input,
 )
+from bridge.onnx_route.failures import log_errors, clean, onnx2tf_failure
 from bridge.onnx_route.onnxrt import OnnxValueSpec, external_data_files, io_specs, load_onnx_checked, run_onnx
 from bridge.util.quiet import captured_output, import_onnx2tf, import_tensorflow, network_blocked
 
@@ -212,12 +213,10 @@ def _run_onnx2tf(onnx_file: Path, inputs: list[OnnxValueSpec], samples: dict[str
             except (Exception, SystemExit) as exc:  # onnx2tf reports many errors with sys.exit(1)
                 failure = exc
         if failure is not None:
-            raise ExportError(f"onnx2tf could not convert {onnx_file.name}: {_short(failure)}", stage=_STAGE,
-                              details=log.tail(12),
-                              hint="an op may be unsupported by onnx2tf; rerun with verbose for its full log"
-                              ) from failure
+            raise onnx2tf_failure(failure, log.text, [onnx_file, copy], verbose=verbose, stage=_STAGE) from failure
     if model is None:
-        raise ExportError("onnx2tf returned no model", stage=_STAGE, details=log.tail(12))
+        raise ExportError("onnx2tf returned no model", stage=_STAGE, details=log_errors(clean(log.text)),
+                          hint="" if verbose else "rerun with --verbose to see onnx2tf's full log")
     return model
 
 

@@ -20,7 +20,7 @@ from bridge.errors import UsageError
 from bridge.options import ConvertOptions
 from bridge.parity.store import PARITY_DIR, ParityData, load_layers, load_parity_data
 from bridge.report.writer import Report, model_section, write_reports
-from bridge.source.inputs import load_sample_inputs
+from bridge.source.inputs import dynamic_sizes_used, load_sample_inputs
 from bridge.stages.artifacts import Artifact, Artifacts, WebModel
 from bridge.stages.context import ONNX_REFERENCES, RunInputs
 from bridge.stages.plan import Entry, PlanRequest, build_plan
@@ -74,6 +74,7 @@ def _user_sets(path: Path, data: ParityData) -> tuple[list[dict[str, np.ndarray]
 def _options(data: ParityData, samples: int, browser: bool | None, strict: bool) -> ConvertOptions:
     stored = data.options
     return ConvertOptions(layout=stored.get("layout", "nhwc"), atol=stored.get("atol"), rtol=stored.get("rtol"),
+                          web_formats=data.web_formats,
                           node_backends=tuple(stored.get("node_backends") or ("wasm", "cpu")),
                           browser=bool(stored.get("browser", True)) if browser is None else browser,
                           samples=max(1, samples), strict=strict)
@@ -81,16 +82,22 @@ def _options(data: ParityData, samples: int, browser: bool | None, strict: bool)
 
 def folder_artifacts(out: Path, data: ParityData) -> Artifacts:
     """The artifacts an output folder holds, with the reason for each one it cannot have."""
-    absent = {Artifact.MODULE: ABSENT_MODULE, Artifact.TF_MODEL: ABSENT_TF_MODEL.get(data.route, "no TF model"),
-              Artifact.ONNX: "no model.onnx in the output folder",
-              Artifact.SAVED_MODEL: f"no {out / 'saved_model'}", Artifact.WEB_MODEL: f"no {out / 'web_model'}"}
     saved_model = out / "saved_model"
-    web_model = out / "web_model"
+    web_model, layers_model = out / data.web_model_dir, out / data.layers_model_dir
+    absent = {Artifact.MODULE: ABSENT_MODULE, Artifact.TF_MODEL: ABSENT_TF_MODEL.get(data.route, "no TF model"),
+              Artifact.ONNX: "no model.onnx in the output folder", Artifact.SAVED_MODEL: f"no {saved_model}",
+              Artifact.WEB_MODEL: f"no {web_model / 'model.json'}",
+              Artifact.LAYERS_MODEL: f"no {layers_model / 'model.json'}"}
     return Artifacts(route=data.route, onnx=out / "model.onnx" if (out / "model.onnx").is_file() else None,
                      tf_model=load_generated_model(out, data.interface) if data.route == "native" else None,
                      saved_model=saved_model if (saved_model / "saved_model.pb").is_file() else None,
-                     web_model=WebModel.read(web_model) if (web_model / "model.json").is_file() else None,
+                     web_model=_model_folder(web_model, "graph", data),
+                     layers_model=_model_folder(layers_model, "layers", data),
                      interface=data.interface, absent=absent)
+
+
+def _model_folder(folder: Path, fmt: str, data: ParityData) -> WebModel | None:
+    return WebModel.read(folder) if fmt in data.web_formats and (folder / "model.json").is_file() else None
 
 
 def run_parity(out_dir: Path | str, *, sample_inputs: Path | None = None, strict: bool | None = None,
@@ -106,9 +113,9 @@ def run_parity(out_dir: Path | str, *, sample_inputs: Path | None = None, strict
     from bridge.util.quiet import captured_output, import_tensorflow
 
     out = Path(out_dir)
-    if not (out / "web_model" / "model.json").is_file():
-        raise UsageError(f"{out} is not a bridge output folder (no web_model/model.json)", stage=STAGE,
-                         hint="pass the --out folder of `bridge convert`")
+    if not (out / "web_model" / "model.json").is_file() and not (out / "model.json").is_file():
+        raise UsageError(f"{out} is not a bridge output folder (no web_model/model.json, no model.json)",
+                         stage=STAGE, hint="pass the --out folder of `bridge convert`, or the OUT of `bridge tfjs`")
     data = load_parity_data(out)
     import_tensorflow()  # once, quietly: its import chatter would otherwise reach the terminal
     samples, reference, reference_kind = data.samples, data.reference, data.reference_kind
@@ -134,10 +141,11 @@ def run_parity(out_dir: Path | str, *, sample_inputs: Path | None = None, strict
                     artifacts=[f"{PARITY_DIR}/report.json", f"{PARITY_DIR}/report.md", f"{PARITY_DIR}/report.html"],
                     options={"layout": data.options.get("layout"), "atol": data.options.get("atol"),
                              "rtol": data.options.get("rtol"), "strict": strict, "command": "parity",
-                             "reference": reference_kind},
+                             "reference": reference_kind,
+                             "dynamic_sizes": dynamic_sizes_used(data.specs, samples)},
                     layers=bisection.to_dict() if bisection is not None else None)
     folder = out / PARITY_DIR
-    write_reports(report, folder, web_model=out / "web_model")
+    write_reports(report, folder, web_model=out / data.web_model_dir)
     run.progress.note(f"  {folder}/report.md  {folder}/report.html  {folder}/report.json")
     return ParityRun(status=report.status, stages=stages, report=report.to_dict(), report_dir=folder, strict=strict)
 

@@ -5,8 +5,8 @@
   options that steer parity (atol, rtol, Node backends, browser on/off, strict, layout);
 - ``samples.npz`` and ``reference.npz``: the sample inputs and the reference outputs, PyTorch layout, keyed
   ``"<set index>/<name>"``;
-- ``layers.npz`` + ``layers.json`` (when small enough): PyTorch's per-module outputs, so `bridge parity` can
-  bisect without the PyTorch model.
+- ``layers.npz`` + ``layers.json``: PyTorch's per-module outputs, so `bridge parity` can bisect without the PyTorch
+  model; kept when the conversion bisected (a stage was off, or ``--layers``) and they fit in 8 MiB.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.bisect.torch_layers import LayerPoint, TorchLayers, capture_torch_layers
+from bridge.bisect.torch_layers import LayerPoint, TorchLayers
 from bridge.errors import BridgeError
 from bridge.source.inputs import InputSpec
 from bridge.source.ports import Interface, Port
@@ -48,10 +48,11 @@ def _save_sets(path: Path, sets: Sequence[Mapping[str, np.ndarray]]) -> None:
     np.savez(path, **{f"{i}/{name}": np.asarray(v) for i, s in enumerate(sets) for name, v in s.items()})
 
 
-def save_parity_data(run: RunInputs, route: str | None, interface: Interface, module: Any,
+def save_parity_data(run: RunInputs, route: str | None, interface: Interface,
                      torch_layers: TorchLayers | None = None) -> Path:
-    """Store what `bridge parity` needs in ``run.folder/parity/``; returns that folder. `torch_layers` are the
-    PyTorch layer outputs a bisection already captured (else they are captured here when `module` is given)."""
+    """Store what `bridge parity` needs in ``run.folder/parity/``; returns that folder. `torch_layers`, the PyTorch
+    layer outputs a bisection captured (a stage was off, or ``--layers``), are kept too, so that `bridge parity`
+    can bisect later without the PyTorch model."""
     folder = run.folder / PARITY_DIR
     folder.mkdir(parents=True, exist_ok=True)
     _save_sets(folder / "samples.npz", run.samples)
@@ -59,24 +60,22 @@ def save_parity_data(run: RunInputs, route: str | None, interface: Interface, mo
     options = run.options
     interface_data = {
         "format": FORMAT_VERSION, "reference": run.reference_kind, "route": route,
+        "web_formats": list(run.options.web_formats), "web_model": run.web_model_dir,
+        "layers_model": run.layers_model_dir,
         "specs": [_spec_data(s) for s in run.specs],
         "inputs": [_port_data(p) for p in interface.inputs], "outputs": [_port_data(p) for p in interface.outputs],
         "options": {"atol": options.atol, "rtol": options.rtol, "node_backends": list(options.node_backends),
                     "browser": options.browser, "strict": options.strict, "layout": options.layout},
     }
     (folder / "interface.json").write_text(json.dumps(interface_data, indent=2) + "\n")
-    _save_layers(run, module, folder, torch_layers)
+    if torch_layers is not None:
+        _save_layers(folder, torch_layers)
     return folder
 
 
-def _save_layers(run: RunInputs, module: Any, folder: Path, torch_layers: TorchLayers | None) -> None:
+def _save_layers(folder: Path, torch_layers: TorchLayers) -> None:
     """PyTorch's per-module outputs, as many sample sets as fit in MAX_LAYER_BYTES (none if one set does not)."""
-    if torch_layers is None and module is not None:
-        try:
-            torch_layers = capture_torch_layers(module, run.samples, run.specs, run.reference)
-        except BridgeError:
-            return
-    if torch_layers is None or not torch_layers.points:
+    if not torch_layers.points:
         return
     per_set = sum(v[0].nbytes for v in torch_layers.values)
     count = min(len(torch_layers.values[0]), MAX_LAYER_BYTES // max(per_set, 1))
@@ -99,6 +98,9 @@ class ParityData:
     samples: list[dict[str, np.ndarray]]
     reference: list[dict[str, np.ndarray]]
     options: dict[str, Any]
+    web_formats: tuple[str, ...] = ("graph",)
+    web_model_dir: str = "web_model"
+    layers_model_dir: str = "layers_model"
 
     @property
     def input_ports(self) -> tuple[Port, ...]:
@@ -141,7 +143,10 @@ def load_parity_data(out_dir: Path) -> ParityData:
         return ParityData(reference_kind=stored["reference"], route=stored.get("route") or "?",
                           specs=[_spec(s) for s in stored["specs"]], interface=interface,
                           samples=_load_sets(folder / "samples.npz"), reference=_load_sets(folder / "reference.npz"),
-                          options=dict(stored.get("options") or {}))
+                          options=dict(stored.get("options") or {}),
+                          web_formats=tuple(stored.get("web_formats") or ("graph",)),
+                          web_model_dir=str(stored.get("web_model") or "web_model"),
+                          layers_model_dir=str(stored.get("layers_model") or "layers_model"))
     except ParityDataError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,8 +277,10 @@ def _link(link: Path, target: Path) -> None:
 
 
 def _build_site(site: Path, model_dir: Path, sets: list[dict[str, np.ndarray]], backends: Sequence[str],
-                fetch: Sequence[str], warmup: int, repeats: int, indexeddb: bool) -> None:
-    """Lays out the served folder: page, runners, TF.js dist folders and the model (linked), request and inputs."""
+                fetch: Sequence[str], warmup: int, repeats: int, indexeddb: bool,
+                extra_request: Callable[[Any], dict[str, Any]] | None = None) -> None:
+    """Lays out the served folder: page, runners, TF.js dist folders and the model (linked), request and inputs.
+    `extra_request(pack_writer)` may add request fields (and arrays to the packed inputs)."""
     modules = node_rt.node_modules_dir()
     shutil.copy2(PAGE, site / "index.html")
     _link(site / "browser_runner.mjs", PAGE_RUNNER)
@@ -288,10 +290,12 @@ def _build_site(site: Path, model_dir: Path, sets: list[dict[str, np.ndarray]], 
     _link(site / "web_model", model_dir)
     with pack_writer(site / "inputs.bin") as writer:
         refs = [{key: writer.add(array).to_json() for key, array in s.items()} for s in sets]
+        extra = extra_request(writer) if extra_request is not None else {}
     request = {
         "protocol": 1, "model_url": "web_model/model.json", "inputs_url": "inputs.bin",
         "wasm_path": "tfjs-backend-wasm/", "backends": list(backends), "fetch": list(fetch), "warmup": warmup,
         "repeats": repeats, "input_sets": refs, "indexeddb": indexeddb, "idb_key": f"bridge-{secrets.token_hex(8)}",
+        **extra,
     }
     (site / "request.json").write_text(json.dumps(request))
 
@@ -430,20 +434,23 @@ def _fatal_error(fatal: Mapping[str, str], session: _Session) -> BridgeError:
     return RuntimeStageError(f"the harness page failed: {message}", stage=STAGE, details=details)
 
 
-def _indexeddb_run(entry: Mapping[str, Any] | None, blob: bytes) -> IndexedDbRun | None:
+def _indexeddb_run(entry: Mapping[str, Any] | None, blob: bytes,
+                   read_entry: Callable[[Mapping[str, Any], bytes], BackendRun] = node_rt._backend_run
+                   ) -> IndexedDbRun | None:
     if entry is None:
         return None
-    run = node_rt._backend_run(entry["entry"], blob) if entry.get("entry") else None
+    run = read_entry(entry["entry"], blob) if entry.get("entry") else None
     return IndexedDbRun(key=str(entry["key"]), backend=entry.get("backend"), outputs=run.outputs if run else [],
                         fetched=run.fetched if run else [], save_ms=entry.get("save_ms"),
                         load_ms=entry.get("load_ms"), error=entry.get("error"))
 
 
-def _browser_run(result: Mapping[str, Any], session: _Session, chromium_version: str | None) -> BrowserRun:
+def _browser_run(result: Mapping[str, Any], session: _Session, chromium_version: str | None,
+                 read_entry: Callable[[Mapping[str, Any], bytes], BackendRun] = node_rt._backend_run) -> BrowserRun:
     if result.get("fatal"):
         raise _fatal_error(result["fatal"], session)
     blob = base64.b64decode(result.get("outputs_b64") or "")
-    backends = {entry["backend"]: node_rt._backend_run(entry, blob) for entry in result["backends"]}
+    backends = {entry["backend"]: read_entry(entry, blob) for entry in result["backends"]}
     page_timings = result.get("timings") or {}
     timings = dict(session.timings)
     for key in ("ready", "http_load"):
@@ -451,7 +458,7 @@ def _browser_run(result: Mapping[str, Any], session: _Session, chromium_version:
             timings[key] = float(page_timings[f"{key}_ms"])
     if page_timings.get("total_ms") is not None:
         timings["page_total"] = float(page_timings["total_ms"])
-    return BrowserRun(backends=backends, indexeddb=_indexeddb_run(result.get("indexeddb"), blob),
+    return BrowserRun(backends=backends, indexeddb=_indexeddb_run(result.get("indexeddb"), blob, read_entry),
                       chromium_version=chromium_version, versions=dict(result.get("versions") or {}),
                       timings=timings, console=list(session.console), blocked=list(session.blocked))
 
@@ -489,3 +496,39 @@ def run_in_browser(model_dir: Path, input_sets: Sequence[InputSet], *, backends:
             result = _run_session(chromium, session, scratch, deadline)
     session.timings["total"] = (time.monotonic() - started) * 1000.0
     return _browser_run(result, session, status.chromium_version)
+
+
+def run_layers_in_browser(model_dir: Path, input_sets: Sequence[InputSet], *,
+                          backends: Sequence[str] = ("webgl", "wasm"), fit: node_rt.LayersFit | None = None,
+                          warmup: int = 1, repeats: int = 3, indexeddb_roundtrip: bool = True,
+                          timeout_s: float = 180.0) -> BrowserRun:
+    """Runs the TF.js layers model in `model_dir` in headless Chromium, as `run_in_browser` does for graph models:
+    loaded over http with tf.loadLayersModel, ``predict`` on every input set per backend (outputs keyed by output
+    name), timing, then `fit` once per backend if given (each `BackendRun` is a `LayersBackendRun`, its ``fit``
+    holding the weights before and after). With `indexeddb_roundtrip`, the model saved to IndexedDB and loaded
+    back is run on the first backend that succeeded; its outputs must be bit-identical."""
+    folder = web_model_folder(model_dir)
+    with _as_browser_stage():
+        _, outputs, interface = node_rt._read_layers_interface(folder)
+        _check_request(input_sets, backends, (), interface.node_names, warmup, repeats, timeout_s)
+        sets = [node_rt._normalise_set(s, interface, i) for i, s in enumerate(input_sets)]
+
+    def extra(writer: Any) -> dict[str, Any]:
+        with _as_browser_stage():
+            return {"kind": "layers", "output_keys": outputs,
+                    "fit": node_rt._fit_request(fit, interface, outputs, writer) if fit is not None else None}
+
+    status = require_browser()
+    assert status.launch_path is not None
+    deadline = _Deadline(timeout_s)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bridge-browser-") as tmp:
+        scratch = Path(tmp)
+        site = scratch / "site"
+        site.mkdir()
+        _build_site(site, folder, sets, backends, (), warmup, repeats, indexeddb_roundtrip, extra)
+        with serving(site) as base_url:
+            session = _Session(base_url=base_url)
+            result = _run_session(status.launch_path, session, scratch, deadline)
+    session.timings["total"] = (time.monotonic() - started) * 1000.0
+    return _browser_run(result, session, status.chromium_version, node_rt._layers_backend_run)

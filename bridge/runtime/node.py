@@ -1,4 +1,5 @@
-"""Runs a TF.js graph model in Node (the real `@tensorflow/tfjs` runtime, wasm and cpu backends) from Python.
+"""Runs a TF.js graph model in Node (the real `@tensorflow/tfjs` runtime, wasm and cpu backends) from Python; and a
+layers model (`run_layers_model`: tf.loadLayersModel, predict, and one optional fit run).
 
 One call starts one Node process (about 0.3-0.5 s of startup and TF.js loading) that runs several input sets on
 several backends. Python writes a request JSON and a packed input file (see `tensor_io`), Node
@@ -14,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -347,7 +348,9 @@ def _backend_run(entry: Mapping[str, Any], blob: bytes) -> BackendRun:
                       tensors_leaked=entry.get("tensors_leaked"), flags=dict(entry.get("flags") or {}))
 
 
-def _read_summary(work: Path, code: int, stderr: str) -> dict[str, BackendRun]:
+def _read_summary(work: Path, code: int, stderr: str,
+                  read_entry: Callable[[Mapping[str, Any], bytes], BackendRun] = _backend_run
+                  ) -> dict[str, BackendRun]:
     summary_path = work / "summary.json"
     if code not in (0, 2) or not summary_path.is_file():
         raise RuntimeStageError(f"the TF.js Node runner crashed (exit code {code})", stage=STAGE,
@@ -357,7 +360,16 @@ def _read_summary(work: Path, code: int, stderr: str) -> dict[str, BackendRun]:
         raise _fatal_error(summary["fatal"], stderr)
     outputs = work / "outputs.bin"
     blob = outputs.read_bytes() if outputs.is_file() else b""
-    return {entry["backend"]: _backend_run(entry, blob) for entry in summary["backends"]}
+    return {entry["backend"]: read_entry(entry, blob) for entry in summary["backends"]}
+
+
+def _checked_sets(input_sets: Sequence[InputSet], backends: Sequence[str], fetch: Sequence[str],
+                  interface: _ModelInterface, warmup: int, repeats: int) -> list[dict[str, np.ndarray]]:
+    """The request checked (backends, fetched names, repetitions) and every input set normalised."""
+    _check_request(input_sets, backends, fetch, interface)
+    if warmup < 0 or repeats < 0:
+        raise UsageError("warmup and repeats must be >= 0", stage=STAGE)
+    return [_normalise_set(s, interface, i) for i, s in enumerate(input_sets)]
 
 
 def run_graph_model(model_dir: Path, input_sets: Sequence[InputSet], *, backends: Sequence[str] = NODE_BACKENDS,
@@ -371,11 +383,7 @@ def run_graph_model(model_dir: Path, input_sets: Sequence[InputSet], *, backends
     set is run `warmup` times untimed and `repeats` times timed. Returns one `BackendRun` per backend, in order.
     """
     model_dir = Path(model_dir).resolve()
-    interface = _read_interface(model_dir)
-    _check_request(input_sets, backends, fetch, interface)
-    if warmup < 0 or repeats < 0:
-        raise UsageError("warmup and repeats must be >= 0", stage=STAGE)
-    sets = [_normalise_set(s, interface, i) for i, s in enumerate(input_sets)]
+    sets = _checked_sets(input_sets, backends, fetch, _read_interface(model_dir), warmup, repeats)
     status = require_node()
     assert status.node_path is not None
     with tempfile.TemporaryDirectory(prefix="bridge-tfjs-") as tmp:
@@ -383,3 +391,195 @@ def run_graph_model(model_dir: Path, input_sets: Sequence[InputSet], *, backends
         request = _write_request(work, model_dir, sets, backends, fetch, warmup, repeats)
         code, stderr = _run_process([status.node_path, str(RUNNER), str(request)], timeout_s)
         return _read_summary(work, code, stderr)
+
+
+# ---------------------------------------------------------------------------------------------------- layers models
+
+@dataclass(frozen=True)
+class LayersFit:
+    """One `fit` run of a layers model in TF.js: `x` and `y` keyed by input / output name (or listed in order),
+    `epochs` epochs of `batch_size`, no shuffling. `loss` (a Keras / TF.js loss name, ``mean_squared_error`` or
+    ``meanSquaredError``) and `optimizer` (``sgd``, ``momentum``, ``adam``, ``adamax``, ``adagrad``,
+    ``adadelta``, ``rmsprop``) with a fixed `learning_rate` recompile the model; both None keep the model's own
+    trainingConfig."""
+
+    x: InputSet
+    y: InputSet
+    loss: str | None = None
+    optimizer: str | None = None
+    learning_rate: float = 0.01
+    momentum: float | None = None
+    epochs: int = 1
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """What `fit` did: the loss per epoch, its time, and every weight (by tfjs name) before and after."""
+
+    loss: list[float]
+    ms: float
+    before: dict[str, np.ndarray]
+    after: dict[str, np.ndarray]
+
+    def changed(self) -> list[str]:
+        """Names of the weights whose values changed."""
+        return [name for name, value in self.after.items()
+                if name not in self.before or not np.array_equal(value, self.before[name])]
+
+
+@dataclass(frozen=True)
+class LayersBackendRun(BackendRun):
+    """A `BackendRun` of a layers model (outputs keyed by output name, from ``predict``), plus its fit run; a fit
+    that failed (some backends lack training kernels: wasm has no Conv2DBackpropFilter) leaves `error` None and
+    says why in `fit_error`."""
+
+    fit: FitRun | None = None
+    fit_error: str | None = None
+
+
+def _layer_input_spec(layer: Mapping[str, Any], key: str) -> _TensorSpec:
+    config = layer.get("config") or {}
+    shape = config.get("batch_input_shape") or config.get("batch_shape")
+    dtype = config.get("dtype") if isinstance(config.get("dtype"), str) else None
+    return _TensorSpec(key=key, name=key, dtype=dtype if dtype in ("float32", "int32", "bool") else "float32",
+                       shape=None if shape is None else tuple(-1 if d is None else int(d) for d in shape))
+
+
+def layers_interface(model: Mapping[str, Any]) -> tuple[list[str], list[str], _ModelInterface]:
+    """Input names, output names and the input specs of a layers model's model.json (Keras 2 topology: a
+    Functional's input/output layers, or a Sequential's first and last layer)."""
+    topology = model["modelTopology"]
+    topology = topology.get("model_config", topology)
+    config = topology["config"]
+    layers = config if isinstance(config, list) else config["layers"]
+    if topology["class_name"] == "Sequential":
+        first = layers[0]
+        is_input = first["class_name"] == "InputLayer"
+        name = first["config"]["name"] if is_input else f"{first['config']['name']}_input"
+        specs = [_layer_input_spec(first, name)]
+        outputs = [layers[-1]["config"]["name"]]
+    else:
+        by_name = {layer["name"]: layer for layer in layers}
+        specs = [_layer_input_spec(by_name[entry[0]], entry[0]) for entry in config["input_layers"]]
+        outputs = _unique_names([entry[0] for entry in config["output_layers"]])
+    return [s.key for s in specs], outputs, _ModelInterface(inputs=tuple(specs), node_names=frozenset())
+
+
+def _unique_names(names: Sequence[str]) -> list[str]:
+    """``name``, ``name_1``, ... for a layer that is an output more than once (as bridge.tfjs.sources names them)."""
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        unique.append(name if name not in seen else f"{name}_{seen[name]}")
+        seen[name] = seen.get(name, 0) + 1
+    return unique
+
+
+def _read_layers_interface(model_dir: Path) -> tuple[list[str], list[str], _ModelInterface]:
+    path = model_dir / "model.json"
+    try:
+        model = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise WebModelError(f"cannot read {path}: {exc}", stage=STAGE,
+                            hint="pass the layers model folder holding model.json and its weight shards") from exc
+    if not isinstance(model, dict) or model.get("format") != "layers-model":
+        found = model.get("format") if isinstance(model, dict) else type(model).__name__
+        raise WebModelError(f"{path} is not a TF.js layers model (format '{found}')", stage=STAGE,
+                            hint="run graph models with run_graph_model")
+    try:
+        return layers_interface(model)
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise WebModelError(f"cannot read the layers topology in {path}: {exc!r}", stage=STAGE,
+                            hint="re-export the layers model") from exc
+
+
+def _output_arrays(y: InputSet, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Fit targets keyed by output name (a list is taken in output order)."""
+    if isinstance(y, Mapping):
+        unknown = [k for k in y if k not in names]
+        if unknown:
+            raise UsageError(f"fit targets for unknown outputs {unknown}", stage=STAGE,
+                             hint=f"the model's outputs are: {', '.join(names)}")
+        pairs = [(str(k), v) for k, v in y.items()]
+    else:
+        if len(y) != len(names):
+            raise UsageError(f"fit has {len(y)} target arrays, the model has {len(names)} outputs", stage=STAGE)
+        pairs = list(zip(names, y))
+    return {key: to_js_array(np.asarray(value), key) for key, value in pairs}
+
+
+_OPTIMIZERS = ("sgd", "momentum", "adam", "adamax", "adagrad", "adadelta", "rmsprop")
+
+
+def _fit_request(fit: LayersFit, interface: _ModelInterface, outputs: Sequence[str],
+                 writer: Any) -> dict[str, Any]:
+    if (fit.loss is None) != (fit.optimizer is None):
+        raise UsageError("a fit needs both a loss and an optimizer, or neither (to use the model's trainingConfig)",
+                         stage=STAGE)
+    if fit.optimizer is not None and fit.optimizer not in _OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {fit.optimizer!r}", stage=STAGE, hint=f"use one of {_OPTIMIZERS}")
+    if fit.epochs < 1 or fit.batch_size < 1:
+        raise UsageError("fit epochs and batch_size must be >= 1", stage=STAGE)
+    loss = None if fit.loss is None else _tfjs_loss_name(fit.loss)
+    x = _normalise_set(fit.x, interface, 0)
+    y = _output_arrays(fit.y, outputs)
+    optimizer = None if fit.optimizer is None else {
+        "name": fit.optimizer, "learning_rate": float(fit.learning_rate), "momentum": fit.momentum}
+    return {"x": {k: writer.add(v).to_json() for k, v in x.items()},
+            "y": {k: writer.add(v).to_json() for k, v in y.items()},
+            "loss": loss, "optimizer": optimizer, "epochs": fit.epochs, "batch_size": fit.batch_size}
+
+
+def _tfjs_loss_name(loss: str) -> str:
+    """A Keras loss name or alias (``mse``, ``MeanSquaredError``, ``meanSquaredError``) as the tfjs loss name."""
+    from bridge.tfjs.layers.registry import LOSS_ALIASES, LOSSES
+
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in loss) if loss[:1].islower() else loss
+    name = LOSS_ALIASES.get(snake, LOSS_ALIASES.get(loss, snake))
+    if name not in LOSSES:
+        raise UsageError(f"unknown loss {loss!r}", stage=STAGE, hint=f"use one of {sorted(LOSSES)}")
+    return name
+
+
+def _layers_backend_run(entry: Mapping[str, Any], blob: bytes) -> LayersBackendRun:
+    """A runner entry of a layers model as a `LayersBackendRun` (outputs via `_backend_run`, plus the fit)."""
+    base = _backend_run(entry, blob)
+    fit = entry.get("fit")
+
+    def unpack(items: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        return {item["key"]: read_tensor(blob, TensorRef.from_json(item["ref"])) for item in items}
+
+    run = None if not fit else FitRun(loss=[float(v) for v in fit["loss"]], ms=float(fit["ms"]),
+                                      before=unpack(fit["before"]), after=unpack(fit["after"]))
+    return LayersBackendRun(**{name: getattr(base, name) for name in BackendRun.__dataclass_fields__}, fit=run,
+                            fit_error=entry.get("fit_error"))
+
+
+def run_layers_model(model_dir: Path, input_sets: Sequence[InputSet], *, backends: Sequence[str] = NODE_BACKENDS,
+                     fit: LayersFit | None = None, warmup: int = 0, repeats: int = 1,
+                     timeout_s: float = 300.0) -> dict[str, LayersBackendRun]:
+    """Loads the TF.js layers model in `model_dir` with ``tf.loadLayersModel`` on each backend (one Node process),
+    runs ``predict`` on every input set (keyed by input name, or listed in input order), times the first set, then
+    runs `fit` once if given (a fresh load per backend, so each backend fits the same weights). Outputs are keyed
+    by the model's output names. Returns one `LayersBackendRun` per backend, in order."""
+    model_dir = Path(model_dir).resolve()
+    _, outputs, interface = _read_layers_interface(model_dir)
+    sets = _checked_sets(input_sets, backends, (), interface, warmup, repeats)
+    status = require_node()
+    assert status.node_path is not None
+    with tempfile.TemporaryDirectory(prefix="bridge-tfjs-") as tmp:
+        work = Path(tmp)
+        with pack_writer(work / "inputs.bin") as writer:
+            refs = [{key: writer.add(array).to_json() for key, array in s.items()} for s in sets]
+            fit_request = _fit_request(fit, interface, outputs, writer) if fit is not None else None
+        request = {
+            "protocol": 1, "kind": "layers", "model_dir": str(model_dir), "node_modules": str(node_modules_dir()),
+            "backends": list(backends), "fetch": [], "warmup": warmup, "repeats": repeats, "input_sets": refs,
+            "fit": fit_request, "output_keys": outputs, "inputs_file": str(work / "inputs.bin"),
+            "outputs_file": str(work / "outputs.bin"), "summary_file": str(work / "summary.json"),
+        }
+        path = work / "request.json"
+        path.write_text(json.dumps(request))
+        code, stderr = _run_process([status.node_path, str(RUNNER), str(path)], timeout_s)
+        return _read_summary(work, code, stderr, _layers_backend_run)  # type: ignore[return-value]

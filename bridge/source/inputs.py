@@ -12,8 +12,11 @@ import numpy as np
 from bridge.errors import UsageError
 
 SUPPORTED_DTYPES = ("float32", "float64", "float16", "int32", "int64", "bool")
-# Sizes a dynamic (`?`) dimension takes in the sample inputs, in turn: more than one size proves it stays dynamic.
-DYNAMIC_SAMPLE_SIZES = (2, 3)
+# Sizes a dynamic (`?`) dimension takes in the sample inputs, in turn (`--dynamic-sizes` chooses others): a dynamic
+# batch (axis 0) takes small batches; any other axis (a sequence length, an image side) a small, an odd and a long
+# size, so a model is checked where real inputs go (the first size is also the one export traces with).
+BATCH_SAMPLE_SIZES = (2, 3)
+DYNAMIC_SAMPLE_SIZES = (16, 37, 128)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -31,11 +34,6 @@ class InputSpec:
     def is_integer(self) -> bool:
         """True for integer inputs (token ids): they cross into TF/TF.js as int32."""
         return self.dtype in ("int32", "int64")
-
-    @property
-    def example_shape(self) -> tuple[int, ...]:
-        """The concrete shape used for export: dynamic dimensions take the first dynamic sample size."""
-        return tuple(DYNAMIC_SAMPLE_SIZES[0] if d is None else d for d in self.shape)
 
     @property
     def dynamic_dims(self) -> tuple[int, ...]:
@@ -120,15 +118,81 @@ def check_int32_range(specs: Sequence[InputSpec], samples: Sequence[Mapping[str,
                          "the model (e.g. modulo the table size) before the web model sees them")
 
 
-def make_sample_inputs(specs: Sequence[InputSpec], count: int = 3, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Seeded random sample inputs, `count` sets; dynamic dimensions vary between sets."""
+@dataclass(frozen=True)
+class DynamicSizes:
+    """The sizes dynamic dimensions take in the sample inputs: per `(input, axis)` when given, else the defaults
+    for the axis (a batch axis or another one). Sample set i takes the i-th size of each list, cycling."""
+
+    batch: tuple[int, ...] = BATCH_SAMPLE_SIZES
+    other: tuple[int, ...] = DYNAMIC_SAMPLE_SIZES
+    given: tuple[tuple[str, int, tuple[int, ...]], ...] = ()
+
+    @classmethod
+    def parse(cls, items: Sequence[str]) -> "DynamicSizes":
+        """`--dynamic-sizes` values: ``16,64,512`` (every dynamic axis but a batch axis) or ``NAME.AXIS=16,64``."""
+        other, given = DYNAMIC_SAMPLE_SIZES, []
+        for item in items:
+            target, sep, values = item.rpartition("=")
+            sizes = _parse_sizes(values, item)
+            if not sep:
+                other = sizes
+                continue
+            name, dot, axis = target.rpartition(".")
+            if not dot or not _NAME.match(name) or not axis.isdigit():
+                raise UsageError(f"--dynamic-sizes {item!r}: {target!r} is not NAME.AXIS", stage="inputs",
+                                 hint="e.g. --dynamic-sizes ids.1=8,64,256 (input ids, axis 1)")
+            given.append((name, int(axis), sizes))
+        return cls(other=other, given=tuple(given))
+
+    def sizes(self, name: str, axis: int) -> tuple[int, ...]:
+        """The sizes of axis `axis` of input `name`."""
+        for given_name, given_axis, sizes in self.given:
+            if (given_name, given_axis) == (name, axis):
+                return sizes
+        return self.batch if axis == 0 else self.other
+
+    def check(self, specs: Sequence[InputSpec]) -> None:
+        """Refuse sizes given for an input or axis that is not dynamic."""
+        dynamic = {(s.name, a) for s in specs for a in s.dynamic_dims}
+        for name, axis, _ in self.given:
+            if (name, axis) not in dynamic:
+                raise UsageError(f"--dynamic-sizes names {name}.{axis}, which is not a dynamic (?) dimension",
+                                 stage="inputs", hint="dynamic dimensions: " + (", ".join(
+                                     f"{n}.{a}" for n, a in sorted(dynamic)) or "none (mark one with ? in --input)"))
+
+
+def _parse_sizes(text: str, item: str) -> tuple[int, ...]:
+    tokens = text.split(",")
+    if not all(token.strip().isdigit() and int(token) > 0 for token in tokens):
+        raise UsageError(f"--dynamic-sizes {item!r}: sizes must be positive integers separated by commas",
+                         stage="inputs", hint="e.g. --dynamic-sizes 16,64,128")
+    return tuple(int(token) for token in tokens)
+
+
+def make_sample_inputs(specs: Sequence[InputSpec], count: int = 3, seed: int = 0,
+                       dynamic_sizes: DynamicSizes = DynamicSizes()) -> list[dict[str, np.ndarray]]:
+    """Seeded random sample inputs, `count` sets; dynamic dimensions vary between sets (`dynamic_sizes`)."""
     rng = np.random.default_rng(seed)
     samples = []
     for index in range(count):
-        dyn = DYNAMIC_SAMPLE_SIZES[index % len(DYNAMIC_SAMPLE_SIZES)]
-        samples.append({s.name: _random_tensor(s, tuple(dyn if d is None else d for d in s.shape), rng)
-                        for s in specs})
+        sample = {}
+        for s in specs:
+            shape = tuple(_nth(dynamic_sizes.sizes(s.name, axis), index) if d is None else d
+                          for axis, d in enumerate(s.shape))
+            sample[s.name] = _random_tensor(s, shape, rng)
+        samples.append(sample)
     return samples
+
+
+def _nth(sizes: tuple[int, ...], index: int) -> int:
+    return sizes[index % len(sizes)]
+
+
+def dynamic_sizes_used(specs: Sequence[InputSpec], samples: Sequence[Mapping[str, np.ndarray]]
+                       ) -> dict[str, dict[str, list[int]]]:
+    """For the report: the size each dynamic dimension took in each sample set, ``{input: {axis: [sizes]}}``."""
+    return {s.name: {str(axis): [int(np.shape(sample[s.name])[axis]) for sample in samples]
+                     for axis in s.dynamic_dims} for s in specs if s.dynamic_dims}
 
 
 def _random_tensor(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

@@ -56,6 +56,10 @@ def load_model(spec: str, *, weights: Path | None = None, init_args: str | None 
     if not path.exists():
         raise ModelLoadError(f"model file {path} does not exist", stage=STAGE,
                              hint="MODEL is path/to/file.py:ClassOrFactory, a TorchScript .pt, a .pt2 or an .onnx")
+    if path.is_dir():
+        raise ModelLoadError(f"MODEL {path} is a folder, not a file", stage=STAGE,
+                             hint="name the file that defines the model, e.g. "
+                                  f"{path / 'model.py'}:ClassName (a SavedModel folder goes to `bridge tfjs`)")
     if path.suffix == ".py":
         if not attr:
             raise UsageError(f"{spec!r} names a Python file but no class or factory", stage=STAGE,
@@ -101,18 +105,50 @@ def _build_from_python(path: Path, attr: str, init_args: str | None) -> Any:
 
 
 def _import_file(path: Path) -> Any:
-    name = f"bridge_user_model_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ModelLoadError(f"cannot import {path}", stage=STAGE)
-    namespace = importlib.util.module_from_spec(spec)
-    sys.modules[name] = namespace
+    """Import a model file as Python would run it: inside a package (folders with __init__.py) as that package's
+    module, so relative imports work; otherwise with its folder importable, so sibling modules are found. The
+    folder stays on sys.path: model code may import lazily, in forward()."""
+    package_root, dotted = _package_location(path.resolve())
+    _importable(package_root)
     try:
+        if dotted is not None:
+            return importlib.import_module(dotted)
+        name = f"bridge_user_model_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ModelLoadError(f"cannot import {path}", stage=STAGE)
+        namespace = importlib.util.module_from_spec(spec)
+        sys.modules[name] = namespace
         spec.loader.exec_module(namespace)
+        return namespace
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(f"importing {path} raised {type(exc).__name__}: {exc}", stage=STAGE,
-                             hint="run the file with python to see the full error") from exc
-    return namespace
+                             hint=_import_hint(exc, package_root)) from exc
+
+
+def _package_location(path: Path) -> tuple[Path, str | None]:
+    """The folder to make importable and the dotted module name of `path` (None outside a package)."""
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.name.isidentifier():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return (folder, ".".join(parts)) if len(parts) > 1 else (path.parent, None)
+
+
+def _importable(folder: Path) -> None:
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+
+def _import_hint(exc: Exception, folder: Path) -> str:
+    if isinstance(exc, ModuleNotFoundError):
+        return (f"{exc.name!r} is neither beside the file nor installed: bridge imports the file with {folder} on "
+                "the path (and a package's modules through the package); install the missing package, or put the "
+                "module's folder on PYTHONPATH")
+    return "run the file with python to see the full error"
 
 
 def _parse_init_args(text: str | None) -> tuple[list[Any], dict[str, Any]]:
@@ -301,8 +337,11 @@ def _load_torchscript(path: Path) -> Any:
 def _load_exported(path: Path) -> Any:
     import torch
 
+    from bridge.util.quiet import captured_output, quiet_logging
+
     try:
-        program = torch.export.load(str(path))
+        with captured_output(), quiet_logging():  # torch logs its own traceback for a corrupt archive
+            program = torch.export.load(str(path))
     except Exception as exc:
         raise ModelLoadError(f"cannot load torch.export program {path}: {_first_line(exc)}", stage=STAGE) from exc
     return program.module()

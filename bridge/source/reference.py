@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.errors import CaptureError, UsageError
+from bridge.errors import BridgeError, CaptureError, UsageError
 from bridge.source.inputs import InputSpec
 
 STAGE = "reference"
@@ -31,6 +31,8 @@ def run_reference(module: Any, samples: Sequence[Mapping[str, np.ndarray]], spec
         with torch.no_grad():
             try:
                 raw = module(*to_torch_inputs(sample, specs))
+            except BridgeError:  # a time limit reached inside forward
+                raise
             except Exception as exc:  # the user's forward: show what it raised
                 raise CaptureError(f"the model's forward raised {type(exc).__name__}: {exc}", stage=STAGE,
                                    hint="check the --input shapes and dtypes against what forward() expects") from exc

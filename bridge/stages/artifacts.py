@@ -23,10 +23,12 @@ class Artifact(str, enum.Enum):
     """A kind of thing a stage may need, produce or judge."""
 
     MODULE = "PyTorch module"
+    TF_SOURCE = "TF or Keras source model"
     ONNX = "ONNX file"
     TF_MODEL = "TF model in memory"
     SAVED_MODEL = "SavedModel"
     WEB_MODEL = "web model"
+    LAYERS_MODEL = "layers model"
 
 
 # The largest error of a quantized weight relative to its largest magnitude: half a float16 ulp, or half an affine
@@ -56,7 +58,7 @@ class Quantization:
 
 @dataclass(frozen=True)
 class WebModel:
-    """A written TF.js web model folder and the quantization of its weights."""
+    """A written TF.js model folder (a graph model or a layers model) and the quantization of its weights."""
 
     path: Path
     quantization: Quantization = Quantization()
@@ -86,17 +88,20 @@ class Artifacts:
 
     route: str | None = None
     module: Any = None
+    tf_source: Any = None  # a bridge.tfjs.sources.TfSource (`bridge tfjs`)
     onnx: Path | None = None
     tf_model: TfModel | None = None
     saved_model: Path | None = None
     web_model: WebModel | None = None
+    layers_model: WebModel | None = None
     interface: Interface | None = None
     absent: Mapping[Artifact, str] = field(default_factory=dict)  # why an artifact is missing, for skip reasons
 
     def get(self, artifact: Artifact) -> Any:
         """The artifact's value, or None."""
-        return {Artifact.MODULE: self.module, Artifact.ONNX: self.onnx, Artifact.TF_MODEL: self.tf_model,
-                Artifact.SAVED_MODEL: self.saved_model, Artifact.WEB_MODEL: self.web_model}[artifact]
+        return {Artifact.MODULE: self.module, Artifact.TF_SOURCE: self.tf_source, Artifact.ONNX: self.onnx,
+                Artifact.TF_MODEL: self.tf_model, Artifact.SAVED_MODEL: self.saved_model,
+                Artifact.WEB_MODEL: self.web_model, Artifact.LAYERS_MODEL: self.layers_model}[artifact]
 
     def missing(self, artifacts: tuple[Artifact, ...]) -> str | None:
         """Why one of `artifacts` is absent (the first one missing), or None when all are there."""

@@ -15,20 +15,36 @@ from bridge.stages.result import StageResult, Status
 
 
 def run_browser_session(envs: list[StageEnv]) -> list[StageResult]:
-    """Every browser stage in one Chromium session (or all skipped with the reason); one result per env."""
-    from bridge.runtime.browser import browser_status, run_in_browser
+    """Every graph-model browser stage in one Chromium session (or all skipped with the reason)."""
+    from bridge.runtime.browser import run_in_browser
+
+    web = envs[0].artifacts.web_model
+    assert web is not None
+    return _session(envs, lambda backends, idb: run_in_browser(web.path, envs[0].web_inputs(), backends=backends,
+                                                               warmup=0, repeats=0, indexeddb_roundtrip=idb))
+
+
+def run_layers_browser_session(envs: list[StageEnv]) -> list[StageResult]:
+    """Every layers-model browser stage (tf.loadLayersModel + predict) in one Chromium session."""
+    from bridge.runtime.browser import run_layers_in_browser
+
+    layers = envs[0].artifacts.layers_model
+    assert layers is not None
+    return _session(envs, lambda backends, idb: run_layers_in_browser(
+        layers.path, envs[0].web_inputs(), backends=backends, warmup=0, repeats=0, indexeddb_roundtrip=idb))
+
+
+def _session(envs: list[StageEnv], launch: Any) -> list[StageResult]:
+    """Run `launch(backends, indexeddb_roundtrip)` once for every stage of the session; one result per env."""
+    from bridge.runtime.browser import browser_status
 
     problems = browser_status().problems
     if problems:
         return [StageResult(env.name, Status.SKIPPED, reason="; ".join(problems)) for env in envs]
     backends = [env.backend for env in envs if env.backend is not None]
-    first = envs[0]
-    web = first.artifacts.web_model
-    assert web is not None
     start = time.perf_counter()
     try:
-        run = run_in_browser(web.path, first.web_inputs(), backends=backends, warmup=0, repeats=0,
-                             indexeddb_roundtrip=any(env.store == "indexeddb" for env in envs))
+        run = launch(backends, any(env.store == "indexeddb" for env in envs))
     except BridgeError as exc:
         return [_timed(env.failed(str(exc)), time.perf_counter() - start) for env in envs]
     session = time.perf_counter() - start

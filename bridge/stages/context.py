@@ -41,6 +41,18 @@ class RunInputs:
     progress: Progress
     reference_kind: str = "pytorch"
     onnx_source: Path | None = None
+    web_model_dir: str = "web_model"  # where the web model goes inside `folder` ("." for `bridge tfjs`)
+    layers_model_dir: str = "layers_model"
+
+    @property
+    def web_model_path(self) -> Path:
+        """The graph model's folder."""
+        return self.folder / self.web_model_dir
+
+    @property
+    def layers_model_path(self) -> Path:
+        """The layers model's folder."""
+        return self.folder / self.layers_model_dir
 
     @property
     def onnx_is_reference(self) -> bool:

@@ -14,12 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from bridge.options import ConvertOptions
-from bridge.stages import browser, node, route_native, route_onnx, tensorflow
+from bridge.stages import browser, node, route_native, route_onnx, route_tf, tensorflow
 from bridge.stages.artifacts import Artifact, Produced
 from bridge.stages.context import StageEnv, TolerancePolicy
 from bridge.stages.result import StageResult
 
-ROUTES = ("native", "onnx")
+ROUTES = ("native", "onnx")  # the routes from PyTorch; "tf" is `bridge tfjs`, whose model is TensorFlow already
+TF_ROUTE = "tf"
 
 
 class Entry(str, enum.Enum):
@@ -48,6 +49,14 @@ class LayerSource(str, enum.Enum):
     WEB_REPLAY = "tfjs-replay"  # the written graph replayed in TensorFlow
     TFJS_NODE = "tfjs-node"  # model.execute(inputs, names) in Node
     CHROMIUM = "chromium"  # the same in Chromium
+
+
+class Phase(str, enum.Enum):
+    """Which part of a conversion a stage belongs to: making the TF model (where `--route auto` falls back to the
+    ONNX route when the native route fails) or writing and judging the web models."""
+
+    ROUTE = "route"
+    WEB = "web"
 
 
 class Selection(str, enum.Enum):
@@ -94,6 +103,7 @@ class Stage:
     check: Callable[[StageEnv], StageResult] | None = None  # None: passes when produced (or run by its session)
     produce: Mapping[str, Producer] = field(default_factory=dict)  # by route, or ANY_ROUTE
     routes: tuple[str, ...] | None = None  # None: a stage of every route
+    phase: Phase = Phase.WEB
     backend: str | None = None
     session: str | None = None  # stages of one session run together (see SESSIONS)
     store: str | None = None  # a storage round trip this stage checks (browser-indexeddb)
@@ -120,40 +130,87 @@ def _browser(request: PlanRequest) -> tuple[Selection, str | None]:
 
 def _replay(request: PlanRequest) -> tuple[Selection, str | None]:
     omit = request.entry is Entry.ASSERT and not request.replay
-    return (Selection.OMIT, None) if omit else (Selection.RUN, None)
+    return (Selection.OMIT, None) if omit else _web_format("graph")(request)
+
+
+def _web_format(fmt: str) -> Callable[[PlanRequest], tuple[Selection, str | None]]:
+    """Stages of one web format run only when that format is written (`--web-format`, `--output_format`)."""
+    def select(request: PlanRequest) -> tuple[Selection, str | None]:
+        return (Selection.RUN, None) if fmt in request.options.web_formats else (Selection.OMIT, None)
+    return select
+
+
+def _all(*selects: Callable[[PlanRequest], tuple[Selection, str | None]]
+         ) -> Callable[[PlanRequest], tuple[Selection, str | None]]:
+    """A stage selected by every one of `selects` (the first that does not run decides)."""
+    def select(request: PlanRequest) -> tuple[Selection, str | None]:
+        for one in selects:
+            chosen = one(request)
+            if chosen[0] is not Selection.RUN:
+                return chosen
+        return Selection.RUN, None
+    return select
 
 
 def _node_stage(backend: str) -> Stage:
     return Stage(f"tfjs-node-{backend}", Runtime.TFJS_NODE, judges=(Artifact.WEB_MODEL,), backend=backend,
                  session="tfjs-node", tolerance=TolerancePolicy.WEB, layers=LayerSource.TFJS_NODE,
-                 select=_node_backend(backend))
+                 select=_all(_web_format("graph"), _node_backend(backend)))
 
 
 def _browser_stage(backend: str) -> Stage:
     return Stage(f"browser-{backend}", Runtime.CHROMIUM, judges=(Artifact.WEB_MODEL,), backend=backend,
-                 session="chromium", tolerance=TolerancePolicy.WEB, layers=LayerSource.CHROMIUM, select=_browser)
+                 session="chromium", tolerance=TolerancePolicy.WEB, layers=LayerSource.CHROMIUM,
+                 select=_all(_web_format("graph"), _browser))
+
+
+def _layers_node_stage(backend: str) -> Stage:
+    return Stage(f"tfjs-layers-node-{backend}", Runtime.TFJS_NODE, judges=(Artifact.LAYERS_MODEL,), backend=backend,
+                 session="tfjs-layers-node", tolerance=TolerancePolicy.WEB,
+                 select=_all(_web_format("layers"), _node_backend(backend)))
+
+
+def _layers_browser_stage(backend: str) -> Stage:
+    return Stage(f"browser-layers-{backend}", Runtime.CHROMIUM, judges=(Artifact.LAYERS_MODEL,), backend=backend,
+                 session="chromium-layers", tolerance=TolerancePolicy.WEB,
+                 select=_all(_web_format("layers"), _browser))
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("capture", Runtime.TORCH_EXPORT, routes=("native",),
+    Stage("capture", Runtime.TORCH_EXPORT, routes=("native",), phase=Phase.ROUTE,
           produce={"native": Producer(route_native.capture, (Artifact.MODULE,),
                                       (Artifact.TF_MODEL, Artifact.SAVED_MODEL))}),
     Stage("onnx", Runtime.ONNXRUNTIME, judges=(Artifact.ONNX,), check=route_onnx.check_onnx, routes=("onnx",),
-          produce={"onnx": Producer(route_onnx.export, (), (Artifact.ONNX,))}, layers=LayerSource.ONNX),
+          phase=Phase.ROUTE, produce={"onnx": Producer(route_onnx.export, (), (Artifact.ONNX,))},
+          layers=LayerSource.ONNX),
     Stage("tf", Runtime.TENSORFLOW, judges=(Artifact.TF_MODEL,), check=tensorflow.check_tf_model, routes=ROUTES,
-          produce={"onnx": Producer(route_onnx.onnx_to_tf, (Artifact.ONNX,),
-                                    (Artifact.TF_MODEL, Artifact.SAVED_MODEL))}),
+          phase=Phase.ROUTE, produce={"onnx": Producer(route_onnx.onnx_to_tf, (Artifact.ONNX,),
+                                                       (Artifact.TF_MODEL, Artifact.SAVED_MODEL))}),
     Stage("savedmodel", Runtime.TENSORFLOW, judges=(Artifact.SAVED_MODEL,), check=tensorflow.check_saved_model,
-          layers=LayerSource.SAVED_MODEL),
+          routes=ROUTES, phase=Phase.ROUTE, layers=LayerSource.SAVED_MODEL),
+    # The graph model (inference): written from the SavedModel (or from a TF source), replayed, run in TF.js.
     Stage("tfjs-graph", Runtime.TENSORFLOW, judges=(Artifact.WEB_MODEL,), check=tensorflow.check_web_graph,
-          produce={ANY_ROUTE: Producer(tensorflow.write_web_model, (Artifact.SAVED_MODEL,), (Artifact.WEB_MODEL,))},
+          produce={ANY_ROUTE: Producer(tensorflow.write_web_model, (Artifact.SAVED_MODEL,), (Artifact.WEB_MODEL,)),
+                   TF_ROUTE: Producer(route_tf.write_graph, (Artifact.TF_SOURCE,), (Artifact.WEB_MODEL,))},
           tolerance=TolerancePolicy.WEB, layers=LayerSource.WEB_REPLAY, select=_replay),
     _node_stage("wasm"),
     _node_stage("cpu"),
     _browser_stage("webgl"),
     _browser_stage("wasm"),
     Stage("browser-indexeddb", Runtime.CHROMIUM, judges=(Artifact.WEB_MODEL,), session="chromium",
-          store="indexeddb", tolerance=TolerancePolicy.EXACT, select=_browser),
+          store="indexeddb", tolerance=TolerancePolicy.EXACT, select=_all(_web_format("graph"), _browser)),
+    # The layers model (trainable): written from a Keras model, rebuilt in Keras, run and fitted in TF.js.
+    Stage("tfjs-layers", Runtime.TENSORFLOW, judges=(Artifact.LAYERS_MODEL,), check=route_tf.check_layers_in_keras,
+          produce={TF_ROUTE: Producer(route_tf.write_layers, (Artifact.TF_SOURCE,), (Artifact.LAYERS_MODEL,))},
+          tolerance=TolerancePolicy.WEB, select=_web_format("layers")),
+    _layers_node_stage("wasm"),
+    _layers_node_stage("cpu"),
+    Stage("tfjs-layers-fit", Runtime.TFJS_NODE, judges=(Artifact.LAYERS_MODEL,), check=node.check_layers_fit,
+          backend="cpu", select=_web_format("layers")),
+    _layers_browser_stage("webgl"),
+    _layers_browser_stage("wasm"),
+    Stage("browser-layers-indexeddb", Runtime.CHROMIUM, judges=(Artifact.LAYERS_MODEL,), session="chromium-layers",
+          store="indexeddb", tolerance=TolerancePolicy.EXACT, select=_all(_web_format("layers"), _browser)),
 )
 
 # Stages that share a session are run together by one function: one Node process per backend side by side, or one
@@ -161,6 +218,8 @@ STAGES: tuple[Stage, ...] = (
 SESSIONS: dict[str, Callable[[list[StageEnv]], list[StageResult]]] = {
     "tfjs-node": node.run_node_session,
     "chromium": browser.run_browser_session,
+    "tfjs-layers-node": node.run_layers_node_session,
+    "chromium-layers": browser.run_layers_browser_session,
 }
 
 
@@ -187,14 +246,6 @@ def build_plan(request: PlanRequest, stages: tuple[Stage, ...] | None = None) ->
             continue
         plan.append(Planned(stage, selection, reason, stage.producer(request.route), request.entry is Entry.CONVERT))
     return plan
-
-
-def stage_named(name: str) -> Stage:
-    """The declared stage called `name`."""
-    for stage in STAGES:
-        if stage.name == name:
-            return stage
-    raise KeyError(f"no stage {name!r}; stages: {', '.join(s.name for s in STAGES)}")
 
 
 def stage_table() -> str:

@@ -21,6 +21,7 @@ from bridge.stages.context import RunInputs, StageEnv, stage_tolerance
 from bridge.stages.plan import SESSIONS, Planned, Selection
 from bridge.stages.result import StageResult, Status
 from bridge.util.quiet import captured_output
+from bridge.util.time_limit import time_limit
 
 T = TypeVar("T")
 BUG_HINT = "run with --debug for the traceback; if the model and inputs are fine, please report this as a bridge bug"
@@ -151,7 +152,8 @@ def _run_session(session: str, group: list[Planned], run: RunInputs, artifacts: 
 @contextmanager
 def _section(run: RunInputs, label: str) -> Iterator[Any]:
     """A spinner while the body runs, library output hidden unless verbose (its tail added to a bridge error)."""
-    with run.progress.running(label):
+    limit = run.options.time_limit
+    with run.progress.running(label), time_limit(limit, label, f"stage {label}"):
         with captured_output(run.options.verbose) as captured:
             try:
                 yield captured
@@ -162,5 +164,13 @@ def _section(run: RunInputs, label: str) -> Iterator[Any]:
 
 
 def _printed(run: RunInputs, result: StageResult) -> StageResult:
+    """The stage's line, then its findings (things a user must know even when the stage passed)."""
     run.progress.stage_done(result)
+    for finding in result.extra.get("findings") or ():
+        run.progress.note(f"    {finding}")
     return result
+
+
+def findings(results: tuple[StageResult, ...] | list[StageResult]) -> list[str]:
+    """Every stage's findings, for the report's notes."""
+    return [f"{r.name}: {f}" for r in results for f in r.extra.get("findings") or ()]

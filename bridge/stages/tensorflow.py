@@ -11,7 +11,6 @@ from bridge.stages.artifacts import Produced, WebModel
 from bridge.stages.context import StageEnv
 from bridge.stages.result import StageResult
 
-WEB_MODEL_DIR = "web_model"
 SIGNATURE = "serving_default"
 
 
@@ -43,11 +42,13 @@ def write_web_model(env: StageEnv) -> Produced:
     from bridge.tfjs.convert import TfjsOptions, convert_saved_model
 
     run, artifacts = env.run, env.artifacts
-    target = run.folder / WEB_MODEL_DIR
+    target = run.web_model_path
     source = str(run.onnx_source) if run.onnx_source else type(artifacts.module).__name__
     options = TfjsOptions(quantize=run.options.quantize, shard_size=run.options.shard_size,
                           metadata=dict(run.options.metadata),
-                          bridge_metadata=_bridge_metadata(artifacts.route, env.interface), source=source, force=True)
+                          bridge_metadata=_bridge_metadata(artifacts.route, env.interface), source=source, force=True,
+                          control_flow_v2=run.options.control_flow_v2,
+                          output_order=tuple(p.name for p in env.interface.outputs))
     convert_saved_model(artifacts.saved_model, target, options)
     return Produced(artifacts.with_(web_model=WebModel.read(target)))
 
@@ -58,7 +59,7 @@ def _bridge_metadata(route: str | None, interface: Interface) -> dict[str, Any]:
 
 def check_web_graph(env: StageEnv) -> StageResult:
     """The web model as written: read it back (validating it), replay its graph in TensorFlow, compare."""
-    from bridge.tfjs.inspect import summarize
+    from bridge.tfjs.inspect import kernel_summary, summarize
     from bridge.tfjs.reader import read_web_model, signature_infos
     from bridge.tfjs.replay import replay_samples
 
@@ -68,8 +69,21 @@ def check_web_graph(env: StageEnv) -> StageResult:
     infos_in, infos_out = signature_infos(model.signature)
     actual = replay_samples(model.graph_def, model.weights, env.web_inputs(), infos_in, infos_out)
     summary = summarize(model)
+    textures = summary["webglTextures"]
+    findings = [] if textures["fitsCommonLimit"] else [f"webgl: {_texture_finding(textures)}"]
+    kernels = kernel_summary(web.path)  # before any runtime: an op a backend cannot run is named here
+    findings += [f"kernels: {line}" for line in (kernels or {}).get("findings", [])]
     return env.judge(actual, detail=f"{len(model.shards)} shard(s), {model.weight_bytes / 1e6:.2f} MB",
                      weightCount=summary["weights"]["count"], weightBytes=summary["weights"]["bytes"],
                      modelJsonBytes=(web.path / "model.json").stat().st_size,
                      bytesByDtype=summary["weights"]["bytesByDtype"], needsAsync=summary["needsAsync"],
-                     opHistogram=summary["ops"], shards=len(model.shards))
+                     opHistogram=summary["ops"], shards=len(model.shards), webglTextures=textures,
+                     kernels=kernels, findings=findings)
+
+
+def _texture_finding(textures: dict[str, Any]) -> str:
+    """One line naming the nodes whose textures exceed WebGL's common 8192 limit."""
+    over = textures["over"].get("8192") or []
+    names = ", ".join(f"{t['node']} ({t['texture'][0]}x{t['texture'][1]})" for t in over[:3])
+    return (f"{len(over)} node(s) need a texture over 8192, which most GPUs refuse: {names}; the webgl backend may "
+            "fail there (wasm and cpu are not limited)")

@@ -21,6 +21,7 @@ import bridge
 from bridge.errors import OutputError, UsageError
 from bridge.tfjs import model_json as mj
 from bridge.tfjs.quantize import QuantizePlan, parse_quantize_specs
+from bridge.tfjs.textures import TextureReport, frozen_const_value, texture_report
 from bridge.tfjs.weights import DEFAULT_SHARD_SIZE, QuantStep, WrittenWeights, cleared_topology, write_weights
 
 _STAGE = "tfjs-write"
@@ -42,6 +43,7 @@ class TfjsOptions:
     force: bool = False
     converted_by: str | None = None
     source: str = ""
+    output_order: tuple[str, ...] = ()  # the user's order of the outputs (signature keys); TF sorts a dict's keys
 
 
 class OptimizedGraphLike(Protocol):
@@ -71,6 +73,9 @@ class WebModelSummary:
     op_histogram: Mapping[str, int]
     inputs: tuple[Any, ...]
     outputs: tuple[Any, ...]
+    format: str = "graph-model"  # or "layers-model" (bridge.tfjs.layers; op_histogram then counts layer classes)
+    notes: tuple[str, ...] = ()
+    textures: TextureReport | None = None  # the write-time WebGL texture check (bridge.tfjs.textures)
 
     def max_quantization_error(self) -> float:
         """The largest absolute error bound over all quantized weights (0 when nothing was quantized)."""
@@ -85,7 +90,8 @@ class WebModelSummary:
             "bytesByDtype": dict(self.bytes_by_dtype), "needsAsync": self.needs_async,
             "quantized": {k: {"dtype": v.dtype, "step": v.step, "maxError": v.max_error}
                           for k, v in self.quantized.items()},
-            "opHistogram": dict(self.op_histogram),
+            "opHistogram": dict(self.op_histogram), "format": self.format, "notes": list(self.notes),
+            "webglTextures": self.textures.to_dict() if self.textures is not None else None,
         }
 
 
@@ -156,7 +162,8 @@ def _relocated(summary: WebModelSummary, temp: Path, target: Path) -> WebModelSu
         shards=tuple(target / p.name for p in summary.shards), weight_count=summary.weight_count,
         weight_bytes=summary.weight_bytes, model_json_bytes=summary.model_json_bytes,
         bytes_by_dtype=summary.bytes_by_dtype, quantized=summary.quantized, needs_async=summary.needs_async,
-        op_histogram=summary.op_histogram, inputs=summary.inputs, outputs=summary.outputs)
+        op_histogram=summary.op_histogram, inputs=summary.inputs, outputs=summary.outputs, format=summary.format,
+        notes=summary.notes, textures=summary.textures)
 
 
 def write_web_model(graph: OptimizedGraphLike, out_dir: str | Path, options: TfjsOptions) -> WebModelSummary:
@@ -165,7 +172,8 @@ def write_web_model(graph: OptimizedGraphLike, out_dir: str | Path, options: Tfj
     folder = Path(out_dir)
     _check_options(options)
     plan = parse_quantize_specs(options.quantize)
-    signature = mj.signature_to_json(graph.inputs, graph.outputs)
+    outputs = ordered_outputs(graph.outputs, options.output_order)
+    signature = mj.signature_to_json(graph.inputs, outputs)
     _user_metadata(graph, options, plan, None)  # validate metadata before writing any shard
     written: WrittenWeights | None = None
     try:
@@ -186,7 +194,8 @@ def write_web_model(graph: OptimizedGraphLike, out_dir: str | Path, options: Tfj
         weight_count=written.weight_count, weight_bytes=written.total_bytes,
         model_json_bytes=len(data), bytes_by_dtype=dict(written.bytes_by_dtype), quantized=dict(written.quantized),
         needs_async=bool(graph.needs_async), op_histogram=dict(graph.op_histogram),
-        inputs=tuple(graph.inputs), outputs=tuple(graph.outputs))
+        inputs=tuple(graph.inputs), outputs=tuple(graph.outputs),
+        textures=texture_report(graph.graph_def, frozen_const_value))
 
 
 def _write_new_file(path: Path, data: bytes) -> None:
@@ -217,8 +226,21 @@ def _user_metadata(graph: OptimizedGraphLike, options: TfjsOptions, plan: Quanti
     counts: dict[str, int] = {}
     for step in (written.quantized.values() if written else ()):
         counts[step.dtype] = counts.get(step.dtype, 0) + 1
+    outputs = ordered_outputs(graph.outputs, options.output_order)
     bridge_meta = mj.bridge_metadata(
-        source=options.source, needs_async=graph.needs_async, inputs=graph.inputs, outputs=graph.outputs,
+        source=options.source, needs_async=graph.needs_async, inputs=graph.inputs, outputs=outputs,
         quantization={"specs": plan.specs(), "weights": counts},
         extra=options.bridge_metadata)
-    return mj.user_defined_metadata(bridge_meta, options.metadata)
+    meta = mj.user_defined_metadata(bridge_meta, options.metadata)
+    if options.output_order and len(outputs) > 1:
+        # Outputs named by the user: GraphModel.predict() then returns {name: tensor} (in this order) instead of
+        # an array a page would have to match up by position; execute() is unchanged.
+        meta["structuredOutputKeys"] = [info.key for info in outputs]
+    return meta
+
+
+def ordered_outputs(outputs: Sequence[Any], order: Sequence[str]) -> list[Any]:
+    """The signature outputs in the user's order (TF flattens a dict of outputs in sorted key order); outputs the
+    order does not name keep their place after the named ones."""
+    rank = {key: position for position, key in enumerate(order)}
+    return sorted(outputs, key=lambda info: rank.get(info.key, len(rank)))

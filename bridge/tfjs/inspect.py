@@ -17,6 +17,7 @@ from tensorflow.core.framework import graph_pb2
 
 from bridge.tfjs.op_list import ASYNC_OPS, SUPPORTED_OPS
 from bridge.tfjs.reader import WebModel, read_web_model
+from bridge.tfjs.textures import COMMON_LIMIT, texture_report, weights_const_value
 
 
 def op_histogram(graph_def: graph_pb2.GraphDef) -> dict[str, int]:
@@ -69,12 +70,28 @@ def summarize(model: WebModel) -> dict[str, Any]:
         "quantization": quantized,
         "shards": [{"path": s.path, "bytes": s.nbytes} for s in model.shards],
         "metadata": model.metadata,
+        "webglTextures": texture_report(model.graph_def, weights_const_value(model.weights)).to_dict(),
     }
 
 
-def inspect_web_model(path: str | Path) -> dict[str, Any]:
-    """Read and validate the web model at `path` and return its summary (WebModelError if malformed)."""
-    return summarize(read_web_model(path))
+def inspect_web_model(path: str | Path, *, kernels: bool = True) -> dict[str, Any]:
+    """Read and validate the web model at `path` and return its summary (WebModelError if malformed); with
+    `kernels`, the per-backend kernel check too (`kernels` is None when Node or the packages are missing)."""
+    summary = summarize(read_web_model(path))
+    if kernels:
+        summary["kernels"] = kernel_summary(Path(path))
+    return summary
+
+
+def kernel_summary(web_model: Path) -> dict[str, Any] | None:
+    """The kernel check's report as data, or None when it cannot run here (no Node or TF.js packages)."""
+    from bridge.errors import MissingDependencyError
+    from bridge.tfjs.kernels import check_kernels
+
+    try:
+        return check_kernels(web_model).to_dict()
+    except MissingDependencyError:
+        return None
 
 
 def _human_bytes(count: int) -> str:
@@ -118,6 +135,39 @@ def format_inspection(info: Mapping[str, Any], *, top_ops: int = 20) -> str:
     ops = list(info["ops"].items())
     lines.append("ops         " + ", ".join(f"{op} {n}" for op, n in ops[:top_ops]) +
                  (f", ... ({len(ops) - top_ops} more)" if len(ops) > top_ops else ""))
+    lines += _texture_lines(info.get("webglTextures"))
+    kernels = info.get("kernels")
+    if kernels:
+        lines.append(f"kernels     {kernels['summary'].removeprefix('kernels: ')}")
+        lines += [f"MISSING     {finding}" for finding in kernels["findings"]]
     if info["metadata"]:
         lines.append("metadata    " + json.dumps(info["metadata"], sort_keys=True)[:2000])
     return "\n".join(lines)
+
+
+def _texture_lines(textures: Mapping[str, Any] | None, shown: int = 5) -> list[str]:
+    """The WebGL texture check: the largest texture per limit, every node over the common limit (flagged), and how
+    many nodes have shapes known only at run time."""
+    if not textures:
+        return []
+    lines = []
+    for limit in textures["limits"]:
+        top = textures["largest"].get(str(limit))
+        over = textures["over"].get(str(limit), [])
+        if top is None:
+            lines.append(f"webgl {limit:<5} no node with a static shape")
+            continue
+        width, height = top["texture"]
+        verdict = f"OVER the limit in {len(over)} node(s)" if over else "fits"
+        lines.append(f"webgl {limit:<5} largest texture {width}x{height} ({top['op']} {top['node']} "
+                     f"{_shape_text(top['shape'])}): {verdict}")
+    for node in textures["over"].get(str(COMMON_LIMIT), [])[:shown]:
+        width, height = node["texture"]
+        lines.append(f"  OVER {COMMON_LIMIT} {width}x{height} {node['op']} {node['node']} {_shape_text(node['shape'])}")
+    unknown = textures.get("unknownShapeNodes") or []
+    if unknown:
+        lines.append(f"webgl       {len(unknown)} node(s) with dynamic shapes: their textures depend on the input "
+                     f"sizes and are not checked")
+    if textures.get("note"):
+        lines.append(f"webgl       {textures['note']}")
+    return lines

@@ -4,8 +4,8 @@ The pipeline (doc tfjs-graph-model.md section 3, plus hardening): freeze; check 
 norms; Add->BiasAdd (also out of grappler's regrouped residual sums); pin contractions to CPU and grappler pass 2
 (remap, keeping layer norms' epsilon); SAME padding the wasm backend gets wrong; drop unused control-flow
 placeholders; PReLU; depthwise fusion; activations (PReLU, ...) into fused contractions; the un-fuse guard;
-rewrites (ops JS lacks or gets wrong, Switch control edges); prune; clear devices and debug info; canonical
-function names; check ops and graph integrity again.
+rewrites (ops JS lacks or gets wrong, Switch control edges, control inputs on list-input ops); prune; clear devices
+and debug info; canonical function names; check ops and graph integrity again.
 Const nodes keep their values: the weights half (bridge.tfjs.weights) extracts them.
 
 Large weights do not travel through the passes: they are swapped for few-byte stand-ins first and put back at the
@@ -31,7 +31,7 @@ from bridge.tfjs.op_list import DEBUG_OPS, check_ops, needs_async
 from bridge.tfjs.layer_norm import layer_norm_epsilons, restore_layer_norm_epsilons
 from bridge.tfjs.same_padding import spell_out_risky_same_padding
 from bridge.tfjs.rewrites import (RENAMES, REWRITES, apply_rewrites, reroute_switch_control_inputs,
-                                  split_strided_slice_shrink)
+                                  route_variadic_control_inputs, split_strided_slice_shrink)
 from bridge.tfjs.weight_stubs import PROBES, StubsConsumed, WeightStubs
 
 __all__ = ["OptimizedGraph", "TensorInfo", "optimize_for_tfjs", "optimize_graph_def"]
@@ -141,6 +141,7 @@ def _run_passes(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorIn
     apply_rewrites(graph_def)
     split_strided_slice_shrink(graph_def)
     reroute_switch_control_inputs(graph_def)
+    route_variadic_control_inputs(graph_def)
     share_small_constants(graph_def, protected)
     prune_dead_nodes(graph_def, protected)
     fusions.clear_devices(graph_def)

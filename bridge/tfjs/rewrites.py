@@ -266,3 +266,40 @@ def split_strided_slice_shrink(graph_def: graph_pb2.GraphDef) -> int:
         del graph_def.node[:]
         graph_def.node.extend(rebuilt)
     return count
+
+
+# TF.js ops whose mapper reads a list of inputs running to the end of the node's inputs (AddN, Pack, IdentityN,
+# ShapeN, Einsum, Concat, the fused ops' extra args) or to one before it (ConcatV2's values, then its axis).
+VARIADIC_OPS = frozenset({"AddN", "Pack", "IdentityN", "ShapeN", "Einsum", "Concat", "ConcatV2", "_FusedConv2D",
+                          "_FusedMatMul", "FusedDepthwiseConv2dNative"})
+
+
+def _first_input_dtype(node: node_def_pb2.NodeDef) -> int:
+    value = node.attr["T"]
+    return value.list.type[0] if value.HasField("list") and value.list.type else value.type
+
+
+def route_variadic_control_inputs(graph_def: graph_pb2.GraphDef) -> int:
+    """Move control inputs off the ops in VARIADIC_OPS onto an Identity of their first data input (main graph:
+    control-flow-v2 function bodies were not seen to carry such inputs).
+
+    The JS runtime strips the ``^`` of a control input and keeps it among the node's inputs, so such an op reads
+    it as one more list item: an AddN inside a lowered while loop, whose loop-invariant operands carry
+    ``^loop_body_control`` (the frame pivot, int32), fails with "All tensors passed to tf.addN() must have the same
+    dtype" (the ONNX route's GRU/LSTM with a dynamic length); a ConcatV2 would take it for its axis. An Identity
+    reads input 0 only, so it carries the dependency (and the loop frame) unchanged. Returns the nodes changed."""
+    nodes = graph_def.node
+    taken = {node.name for node in nodes}
+    added: list[node_def_pb2.NodeDef] = []
+    for node in nodes:
+        controls = [s for s in node.input if s.startswith("^")]
+        data = [s for s in node.input if not s.startswith("^")]
+        if node.op not in VARIADIC_OPS or not controls or not data:
+            continue
+        carrier = make_node(unique_name(taken, f"{node.name}/after_control"), "Identity", [data[0], *controls],
+                            {"T": ("type", _first_input_dtype(node))})
+        added.append(carrier)
+        del node.input[:]
+        node.input.extend([carrier.name, *data[1:]])
+    nodes.extend(added)
+    return len(added)

@@ -9,6 +9,7 @@ and shard files are written as the bytes are produced.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import struct
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import function_pb2, graph_pb2, node_def_pb2, tensor_pb2, types_pb2
 
-from bridge.errors import OutputError, WeightError
+from bridge.errors import OutputError, UsageError, WeightError
 from bridge.tfjs.quantize import QUANT_ITEMSIZE, QuantizePlan, quantize_weight, representable
 
 DEFAULT_SHARD_SIZE = 4 * 1024 * 1024
@@ -140,7 +141,21 @@ def plan_weights(graph_def: graph_pb2.GraphDef, plan: QuantizePlan | None = None
                               hint="rename the library function or node so weight names are unique")
         seen.add(name)
         planned.append(_plan_one(name, node, plan))
+    if plan:
+        _check_patterns_match(plan, [w.name for w in planned if w.rule.js_dtype == "float32"])
     return planned
+
+
+def _check_patterns_match(plan: QuantizePlan, float_weights: list[str]) -> None:
+    """Refuse a quantization pattern that names no float32 weight: it would silently write an unquantized model."""
+    unmatched = [f"{rule.dtype}:{pattern}" for rule in plan.rules if not rule.catch_all for pattern in rule.patterns
+                 if not any(fnmatch.fnmatchcase(name, pattern) for name in float_weights)]
+    if unmatched:
+        more = f", ... ({len(float_weights)} in all)" if len(float_weights) > 20 else ""
+        shown = ", ".join(float_weights[:20]) + more
+        raise UsageError(f"quantization pattern(s) {', '.join(unmatched)} match no float32 weight", stage=_STAGE,
+                         details=[f"the weights are: {shown or '(none)'}"],
+                         hint="check the pattern against these names (globs: * and ?), or drop it")
 
 
 def _plan_one(name: str, node: node_def_pb2.NodeDef, plan: QuantizePlan | None) -> PlannedWeight:

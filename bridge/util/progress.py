@@ -38,7 +38,7 @@ class Progress:
         if self.quiet:
             return
         err = f"max|Δ| {stage.max_abs:.2g}" if stage.max_abs is not None else ""
-        line = f"  {stage.status.symbol} {stage.name:<16} {stage.detail[:34]:<34} {stage.seconds:6.1f} s   {err}"
+        line = f"  {stage.status.symbol} {stage.name:<24} {stage.detail[:32]:<32} {stage.seconds:6.1f} s   {err}"
         if stage.reason:
             line += f"  ({stage.reason.splitlines()[0][:120]})"
         self.console.print(line.rstrip(), style=_STYLE[stage.status], markup=False)

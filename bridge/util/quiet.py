@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import socket
 import sys
@@ -74,6 +75,25 @@ def captured_output(verbose: bool = False) -> Iterator[CapturedOutput]:
             sink.seek(0)
             captured.text = sink.read().decode("utf-8", errors="replace")
             text_sink.detach()
+
+
+@contextlib.contextmanager
+def quiet_logging() -> Iterator[None]:
+    """No Python log record is emitted in the block: libraries such as torch log their own traceback before
+    raising, and bridge reports the error itself."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def silence_library_logging() -> None:
+    """Send library log records nowhere (the CLI calls this unless --verbose): without a handler, Python's
+    last-resort handler would print torch's and TensorFlow's warnings and logged tracebacks on the terminal."""
+    logging.getLogger().addHandler(logging.NullHandler())
+    logging.lastResort = None  # type: ignore[assignment]
 
 
 def _flush_std_streams() -> None:

@@ -1,8 +1,11 @@
 """Normalisation and pooling cases beyond the core table: instance norm, batch norm on batch statistics, 1-D pools
 (kept whole, NWC), max pooling in its with-indices form, dilated max pooling, stride over kernel, adaptive max
-pooling, non-divisible adaptive pooling."""
+pooling, non-divisible adaptive pooling; average pooling in every ceil_mode x count_include_pad combination (two
+combinations with the same output shape share a case, concatenated on channels), divisor_override."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -10,7 +13,9 @@ import torch.nn.functional as F
 
 from tests.native_op_cases.base import IMG, A, Fn, OpCase
 
-SEQ = (2, 4, 10)  # [N, C, L] for the 1-D variants: NCW input, NWC inside (one transpose in, one out)
+SEQ = (2, 4, 10)
+AP2 = A + "avg_pool2d.default"
+AP1 = A + "avg_pool1d.default"  # [N, C, L] for the 1-D variants: NCW input, NWC inside (one transpose in, one out)
 
 
 def instance_norm(channels: int, kind: type[nn.Module] = nn.InstanceNorm2d, **kw: object) -> nn.Module:
@@ -24,6 +29,12 @@ def instance_norm(channels: int, kind: type[nn.Module] = nn.InstanceNorm2d, **kw
             layer.running_mean.uniform_(-1, 1)
             layer.running_var.uniform_(0.5, 2.0)
     return layer
+
+
+def include_and_exclude(pool: Callable[..., torch.Tensor], *args: int, **kw: bool) -> nn.Module:
+    """The pool with count_include_pad True and False, concatenated on channels (same output shape)."""
+    return Fn(lambda x: torch.cat([pool(x, *args, count_include_pad=True, **kw),
+                                   pool(x, *args, count_include_pad=False, **kw)], 1))
 
 
 IN = A + "instance_norm.default"
@@ -79,4 +90,19 @@ CASES = [
            (A + "adaptive_max_pool1d.default",), max_transposes=2),
     OpCase("adaptive_max_pool1d-global", lambda: nn.AdaptiveMaxPool1d(1), [SEQ], (A + "adaptive_max_pool1d.default",),
            max_transposes=2),
+    # average pooling: both count_include_pad settings per case, ceil_mode on and off, 2-D and 1-D
+    OpCase("avg_pool2d-ceil-include-and-exclude", lambda: include_and_exclude(F.avg_pool2d, 3, 2, 1, ceil_mode=True),
+           [IMG], (AP2,), max_transposes=0),
+    OpCase("avg_pool2d-floor-include-and-exclude", lambda: include_and_exclude(F.avg_pool2d, 3, 2, 1), [IMG], (AP2,),
+           max_transposes=0),
+    OpCase("avg_pool2d-ceil-odd-no-padding", lambda: nn.AvgPool2d(2, ceil_mode=True), [(1, 2, 7, 9)], (AP2,)),
+    OpCase("avg_pool2d-rect-ceil-exclude", lambda: nn.AvgPool2d((3, 2), (2, 1), (1, 0), ceil_mode=True,
+                                                                count_include_pad=False), [IMG], (AP2,)),
+    OpCase("avg_pool2d-stride-over-kernel-ceil-exclude", lambda: nn.AvgPool2d(2, 3, 1, ceil_mode=True,
+                                                                              count_include_pad=False),
+           [(1, 2, 10, 10)], (AP2,)),
+    OpCase("avg_pool2d-divisor-override", lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, divisor_override=5), [IMG],
+           (AP2,)),
+    OpCase("avg_pool1d-ceil-include-and-exclude", lambda: include_and_exclude(F.avg_pool1d, 3, 2, 1, ceil_mode=True),
+           [SEQ], (AP1,), max_transposes=2),
 ]

@@ -3,4 +3,4 @@
 from __future__ import annotations
 
 from bridge.native.ops import (activation, attention, conv, creation, elementwise, indexing, linear, norm,  # noqa: F401
-                              pool, recurrent, reduce, shape)
+                              pool, recurrent, reduce, sampling, shape)

@@ -57,6 +57,20 @@ def window_padding(sizes: Sequence[int], outs: Sequence[int], kernel: Sequence[i
     return Padding("EXPLICIT", pads_t)
 
 
+def dynamic_window_padding(stride: Sequence[int], pads: Sequence[tuple[int, int]], kernel: Sequence[int],
+                           dilation: Sequence[int]) -> Padding:
+    """Padding for a windowed op over spatial sizes known only at run time, from PyTorch's own (before, after)
+    pads: VALID when there are none, TF's SAME when every stride is 1 and the pads are SAME's (for stride 1 they
+    do not depend on the size), else explicit pads before a VALID op (PyTorch's formula, exact at every size)."""
+    pads_t = tuple((int(b), int(a)) for b, a in pads)
+    if all(p == (0, 0) for p in pads_t):
+        return Padding("VALID", pads_t)
+    same = tuple(((k - 1) * d // 2, (k - 1) * d - (k - 1) * d // 2) for k, d in zip(kernel, dilation))
+    if all(s == 1 for s in stride) and pads_t == same:
+        return Padding("SAME", pads_t)
+    return Padding("EXPLICIT", pads_t)
+
+
 def static_dims(dims: Sequence[int | None]) -> bool:
     """True when every dim is known."""
     return all(d is not None for d in dims)

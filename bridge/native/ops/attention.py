@@ -12,16 +12,21 @@ _LOWEST = "-3.4028234663852886e38"  # masked scores: finite, so WebGL stays happ
 
 
 def _check_sdpa(node: Node) -> str | None:
-    query, key = node.args["query"], node.args["key"]
+    query = node.args["query"]
     if float(node.args.get("dropout_p", 0.0)) != 0.0:
         return "dropout_p > 0 (PyTorch applies attention dropout even in eval mode)"
     if node.args.get("enable_gqa", False):
         return "enable_gqa"
-    if node.args.get("is_causal", False) and (query.shape[-2] is None or key.shape[-2] is None):
-        return "is_causal with a dynamic sequence length"
     if query.shape[-1] is None:
         return "dynamic head size"
     return None
+
+
+def _length(ctx: OpContext, name: str) -> str:
+    """The sequence length (axis -2) of `name`: a literal, or computed from the inputs' sizes."""
+    value = ctx.value(name)
+    size = value.sizes[-2]
+    return ctx.size(size) if size is not None else f"tf.shape({ctx.t(name)})[-2]"
 
 
 @converter("aten.scaled_dot_product_attention.default", layout=LayoutPolicy.SOURCE, check=_check_sdpa,
@@ -29,7 +34,7 @@ def _check_sdpa(node: Node) -> str | None:
 def scaled_dot_product_attention(ctx: OpContext, node: Node) -> str:
     """aten::scaled_dot_product_attention(Tensor query, Tensor key, Tensor value, Tensor? attn_mask=None,
     float dropout_p=0.0, bool is_causal=False, *, float? scale=None, bool enable_gqa=False) -> Tensor"""
-    query, key = ctx.value("query"), ctx.value("key")
+    query = ctx.value("query")
     scale = ctx.arg("scale") or 1.0 / math.sqrt(query.shape[-1])
     scores = ctx.let(f"tf.linalg.matmul({ctx.t('query')}, {ctx.t('key')}, transpose_b=True) * {lit(float(scale))}",
                      "scores")
@@ -39,7 +44,8 @@ def scaled_dot_product_attention(ctx: OpContext, node: Node) -> str:
             else f"{scores} + {ctx.t('attn_mask')}"
         scores = ctx.let(masked, "masked")
     if ctx.arg("is_causal", False):
-        length, source = query.shape[-2], key.shape[-2]
+        length, source = (_length(ctx, name) for name in ("query", "key"))
+        # PyTorch's causal mask is top-left aligned: query i sees keys 0..i
         scores = ctx.let(f"tf.where(tf.range({length})[:, None] >= tf.range({source})[None, :], {scores}, "
                          f"{_LOWEST})", "causal")
     return f"tf.linalg.matmul(tf.nn.softmax({scores}, axis=-1), {ctx.t('value')})"

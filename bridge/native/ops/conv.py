@@ -8,7 +8,7 @@ from functools import partial
 
 from bridge.native.codegen import OpContext
 from bridge.native.ir import Node, Value
-from bridge.native.ops._common import Padding, first_tensor, ntuple, static_dims, window_padding
+from bridge.native.ops._common import Padding, dynamic_window_padding, first_tensor, ntuple, static_dims, window_padding
 from bridge.native.registry import LayoutPolicy, converter
 from bridge.native.weights import (depthwise_filter, iohw_to_hwoi, iohw_to_row_filters, oihw_to_hwio,
                                    oiw_to_wio, tile_channels)
@@ -35,13 +35,20 @@ def _padding(node: Node, n: int) -> Padding:
     kernel, stride, dilation, _ = _geometry(node, n)
     x, out = first_tensor(node), node.outputs[0]
     assert out is not None
-    return window_padding(x.shape[2:], out.shape[2:], kernel, stride, dilation, _leading_pads(node, kernel, dilation))
+    before = _leading_pads(node, kernel, dilation)
+    if static_dims(x.shape[2:]) and static_dims(out.shape[2:]):
+        return window_padding(x.shape[2:], out.shape[2:], kernel, stride, dilation, before)
+    if node.args.get("padding") == "same":  # PyTorch puts the odd pad after
+        after = tuple((k - 1) * d - b for k, d, b in zip(kernel, dilation, before))
+    else:
+        after = before
+    return dynamic_window_padding(stride, list(zip(before, after)), kernel, dilation)
 
 
 def _check_conv(n: int, node: Node) -> str | None:
     x = first_tensor(node)
-    if not static_dims(x.shape[1:]):
-        return "dynamic spatial or channel size"
+    if x.shape[1] is None:
+        return "dynamic channel size"
     if not isinstance(node.args.get("weight"), Value):
         return "kernel is not a tensor"
     kernel, stride, dilation, groups = _geometry(node, n)
@@ -115,8 +122,8 @@ def conv1d(ctx: OpContext, node: Node) -> str:
 
 def _check_transpose(node: Node) -> str | None:
     x = first_tensor(node)
-    if not static_dims(x.shape[1:]):
-        return "dynamic spatial or channel size"
+    if x.shape[1] is None:
+        return "dynamic channel size"
     stride, output_padding = ntuple(node.args.get("stride", 1), 2), ntuple(node.args.get("output_padding", 0), 2)
     if int(node.args.get("groups", 1)) != 1:
         return "grouped transposed convolution"
@@ -143,7 +150,7 @@ def _window_rows(ctx: OpContext) -> str:
     DepthToSpace (a slow kernel there), and nothing is transposed."""
     weight = ctx.value("weight")
     cin, cout, kh, kw = weight.shape
-    h, w = ctx.value("input").shape[2:]
+    h, w = ctx.value("input").sizes[2:]
     filters = ctx.weight("weight", "row_filters", iohw_to_row_filters,
                          lambda e: f"tf.reshape(tf.transpose({e}, [2, 0, 3, 1]), [{kh}, 1, 1, {cin}, {kw * cout}])")
     x = ctx.t("input")
@@ -155,10 +162,10 @@ def _window_rows(ctx: OpContext) -> str:
         return f"tf.nn.bias_add({y}, {bias})" if bias else y
 
     if kh == 1:
-        return f"tf.reshape({conv(f'{filters}[0]')}, [-1, {h}, {w * kw}, {cout}])"
-    rows = ctx.let(f"[tf.reshape({conv('row')}, [-1, {h}, 1, {w * kw * cout}]) for row in tf.unstack({filters})]",
-                   "rows")
-    return f"tf.reshape(tf.concat({rows}, axis=2), [-1, {h * kh}, {w * kw}, {cout}])"
+        return f"tf.reshape({conv(f'{filters}[0]')}, {ctx.shape_list([-1, h, w * kw, cout])})"
+    rows = ctx.let(f"[tf.reshape({conv('row')}, {ctx.shape_list([-1, h, 1, w * kw * cout])}) for row in "
+                   f"tf.unstack({filters})]", "rows")
+    return f"tf.reshape(tf.concat({rows}, axis=2), {ctx.shape_list([-1, h * kh, w * kw, cout])})"
 
 
 @converter("aten.conv_transpose2d.input", layout=LayoutPolicy.CHANNELS_LAST,
@@ -178,15 +185,16 @@ def conv_transpose2d(ctx: OpContext, node: Node) -> str:
     kernel_hw = weight.shape[2:]
     stride, padding = ntuple(ctx.arg("stride", 1), 2), ntuple(ctx.arg("padding", 0), 2)
     output_padding = ntuple(ctx.arg("output_padding", 0), 2)
-    in_hw = ctx.value("input").shape[2:]
+    in_hw = ctx.value("input").sizes[2:]
     full = [(i - 1) * s + k + op for i, s, k, op in zip(in_hw, stride, kernel_hw, output_padding)]
     out_channels = weight.shape[1]
     kernel = ctx.weight("weight", "hwoi", iohw_to_hwoi, lambda e: f"tf.transpose({e}, [2, 3, 1, 0])")
     batch = ctx.value("input").shape[0]
-    out_shape = ctx.let(f"[{batch if batch is not None else f'tf.shape({x})[0]'}, {full[0]}, {full[1]}, "
-                        f"{out_channels}]", "out_shape")
+    out_shape = ctx.let(f"[{batch if batch is not None else f'tf.shape({x})[0]'}, {ctx.size(full[0])}, "
+                        f"{ctx.size(full[1])}, {out_channels}]", "out_shape")
     y = f"tf.nn.conv2d_transpose({x}, {kernel}, {out_shape}, strides={list(stride)}, padding=\"VALID\")"
     if any(padding):
-        y = f"{ctx.let(y, 'full')}[:, {padding[0]}:{full[0] - padding[0]}, {padding[1]}:{full[1] - padding[1]}, :]"
+        y = (f"{ctx.let(y, 'full')}[:, {padding[0]}:{ctx.size(full[0] - padding[0])}, "
+             f"{padding[1]}:{ctx.size(full[1] - padding[1])}, :]")
     return _with_bias(ctx, y)
 

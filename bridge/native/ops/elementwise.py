@@ -4,7 +4,7 @@ operands are broadcast-aligned by the layout pass)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from bridge.native.codegen import OpContext, lit
 from bridge.native.ir import Node, Value
@@ -104,46 +104,58 @@ def _scaled(ctx: OpContext, name: str) -> str:
     return other if alpha == 1 else f"{other} * {lit(alpha)}"
 
 
-@converter("aten.add.Tensor", layout=ANY, emits=("AddV2",))
-def add(ctx: OpContext, node: Node) -> str:
-    """aten::add.Tensor(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor"""
-    return f"{operand(ctx, 'self')} + {_scaled(ctx, 'other')}"
+# ---------------------------------------------------------------------------------------- one-line binary ops
+
+Operands = Callable[[OpContext], "tuple[str, str]"]
 
 
-@converter("aten.sub.Tensor", layout=ANY, emits=("Sub",))
-def sub(ctx: OpContext, node: Node) -> str:
-    """aten::sub.Tensor(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor"""
-    return f"{operand(ctx, 'self')} - {_scaled(ctx, 'other')}"
+def promoted(a: str = "self", b: str = "other") -> Operands:
+    """Operands `a` and `b`, each cast to the output dtype where PyTorch promoted it (scalars as literals)."""
+    return lambda ctx: (operand(ctx, a), operand(ctx, b))
 
 
-@converter("aten.rsub.Scalar", layout=ANY, emits=("Sub",))
-def rsub(ctx: OpContext, node: Node) -> str:
-    """aten::rsub.Scalar(Tensor self, Scalar other, Scalar alpha=1) -> Tensor   (other - alpha * self)"""
-    return f"{operand(ctx, 'other')} - {_scaled(ctx, 'self')}"
+SELF_OTHER = promoted()
 
 
-@converter("aten.mul.Tensor", layout=ANY, emits=("Mul",))
-def mul(ctx: OpContext, node: Node) -> str:
-    """aten::mul.Tensor(Tensor self, Tensor other) -> Tensor"""
-    return f"{operand(ctx, 'self')} * {operand(ctx, 'other')}"
+def alpha_scaled(a: str, b: str) -> Operands:
+    """Operands `a` and `alpha * b` (add, sub, rsub), promoted like `promoted`."""
+    return lambda ctx: (operand(ctx, a), _scaled(ctx, b))
 
 
-@converter("aten.div.Tensor", layout=ANY, emits=("RealDiv",))
-def div(ctx: OpContext, node: Node) -> str:
-    """aten::div.Tensor(Tensor self, Tensor other) -> Tensor"""
-    return f"{operand(ctx, 'self')} / {operand(ctx, 'other')}"
+def as_is(ctx: OpContext) -> tuple[str, str]:
+    """Tensors `self` and `other` as they are (the bool-only bitwise ops)."""
+    return ctx.t("self"), ctx.t("other")
 
 
-@converter("aten.maximum.default", layout=ANY, emits=("Maximum",))
-def maximum(ctx: OpContext, node: Node) -> str:
-    """aten::maximum(Tensor self, Tensor other) -> Tensor"""
-    return f"tf.maximum({operand(ctx, 'self')}, {operand(ctx, 'other')})"
+@dataclass(frozen=True)
+class Binary:
+    """A converter that is one TF expression of two operands: `template` holds `{a}` and `{b}`, spelled by
+    `operands`. Every target in `targets` gets the converter `name`, documented by `schema` (the ATen schema)."""
+
+    name: str
+    targets: tuple[str, ...]
+    template: str
+    emits: tuple[str, ...]
+    schema: str
+    operands: Operands = SELF_OTHER
+    check: CheckFn | None = None
 
 
-@converter("aten.minimum.default", layout=ANY, emits=("Minimum",))
-def minimum(ctx: OpContext, node: Node) -> str:
-    """aten::minimum(Tensor self, Tensor other) -> Tensor"""
-    return f"tf.minimum({operand(ctx, 'self')}, {operand(ctx, 'other')})"
+def register_binary(module: str, table: Iterable[Binary]) -> None:
+    """Register a converter for each entry of `table`, as defined in family `module` (pass `__name__`)."""
+    for entry in table:
+        converter(*entry.targets, layout=ANY, emits=entry.emits, check=entry.check)(binary_converter(entry, module))
+
+
+def binary_converter(entry: Binary, module: str) -> ConverterFn:
+    """The converter function of one table entry, named and documented like a hand-written one."""
+    def convert(ctx: OpContext, node: Node) -> str:
+        a, b = entry.operands(ctx)
+        return entry.template.format(a=a, b=b)
+    convert.__doc__ = entry.schema
+    convert.__name__ = convert.__qualname__ = entry.name
+    convert.__module__ = module
+    return convert
 
 
 @converter("aten.pow.Tensor_Scalar", layout=ANY, emits=("Pow", "Square"))
@@ -175,13 +187,6 @@ def clamp_tensor(ctx: OpContext, node: Node) -> str:
     return f"tf.minimum({x}, {operand(ctx, 'max')})" if ctx.has("max") else x
 
 
-@converter("aten.pow.Tensor_Tensor", "aten.pow.Scalar", layout=ANY, emits=("Pow", "Cast"))
-def pow_tensor(ctx: OpContext, node: Node) -> str:
-    """aten::pow.Tensor_Tensor(Tensor self, Tensor exponent) -> Tensor   (also pow.Scalar(Scalar self, Tensor
-    exponent))"""
-    return f"tf.math.pow({operand(ctx, 'self')}, {operand(ctx, 'exponent')})"
-
-
 @converter("aten.round.decimals", layout=ANY, emits=("Round", "Mul", "RealDiv"))
 def round_decimals(ctx: OpContext, node: Node) -> str:
     """aten::round.decimals(Tensor self, *, int decimals) -> Tensor   (half to even at the given decimal)"""
@@ -193,14 +198,7 @@ def round_decimals(ctx: OpContext, node: Node) -> str:
     return f"tf.math.round({x} / {scale}) * {scale}"
 
 
-# ---------------------------------------------------------------------------------------- rounding division, remainders
-
-@converter("aten.remainder.Tensor", "aten.remainder.Scalar", layout=ANY, emits=("FloorMod", "Cast"))
-def remainder(ctx: OpContext, node: Node) -> str:
-    """aten::remainder.Tensor(Tensor self, Tensor other) -> Tensor
-    (also remainder.Scalar(Tensor self, Scalar other); the result takes the divisor's sign, like TF's floormod)"""
-    return f"tf.math.floormod({operand(ctx, 'self')}, {operand(ctx, 'other')})"
-
+# ---------------------------------------------------------------------------------------- rounding division, fmod
 
 def _magnitude(ctx: OpContext, name: str) -> str:
     """|operand| (a scalar's absolute value is taken here, so its literal keeps the output dtype)."""
@@ -262,11 +260,6 @@ def to_copy(ctx: OpContext, node: Node) -> str:
 
 # ---------------------------------------------------------------------------------------- comparisons and where
 
-_COMPARE = {"gt": ("tf.math.greater", "Greater"), "lt": ("tf.math.less", "Less"),
-            "ge": ("tf.math.greater_equal", "GreaterEqual"), "le": ("tf.math.less_equal", "LessEqual"),
-            "eq": ("tf.math.equal", "Equal"), "ne": ("tf.math.not_equal", "NotEqual")}
-
-
 def _is_float(dtype: str) -> bool:
     return dtype.startswith(("float", "bfloat"))
 
@@ -290,20 +283,6 @@ def compare_operands(ctx: OpContext) -> tuple[str, str]:
     return expr("self", args["self"]), expr("other", args["other"])
 
 
-def _comparison(name: str, function: str, tf_op: str) -> None:
-    def convert(ctx: OpContext, node: Node) -> str:
-        left, right = compare_operands(ctx)
-        return f"{function}({left}, {right})"
-    convert.__doc__ = (f"aten::{name}.Tensor(Tensor self, Tensor other) -> Tensor\n"
-                       f"(also {name}.Scalar(Tensor self, Scalar other); the result is bool)")
-    convert.__name__ = name
-    converter(f"aten.{name}.Tensor", f"aten.{name}.Scalar", layout=ANY, emits=(tf_op, "Cast"))(convert)
-
-
-for _name, (_function, _op) in _COMPARE.items():
-    _comparison(_name, _function, _op)
-
-
 @converter("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", layout=ANY,
            emits=("SelectV2", "NotEqual"))
 def where(ctx: OpContext, node: Node) -> str:
@@ -320,31 +299,66 @@ def as_bool(ctx: OpContext, name: str) -> str:
     return truth(ctx.t(name), ctx.value(name).dtype)
 
 
-_LOGICAL = {"and": ("tf.math.logical_and", "LogicalAnd"), "or": ("tf.math.logical_or", "LogicalOr"),
-            "xor": ("tf.math.not_equal", "NotEqual")}  # xor of bools is inequality (TF's logical_xor is 3 ops)
-
-
-def _logical(name: str, function: str, tf_op: str) -> None:
-    """Register logical_<name> (any dtypes, nonzero is true) and bitwise_<name>.Tensor (bool tensors only)."""
-    def logical(ctx: OpContext, node: Node) -> str:
-        return f"{function}({as_bool(ctx, 'self')}, {as_bool(ctx, 'other')})"
-
-    def bitwise(ctx: OpContext, node: Node) -> str:
-        return f"{function}({ctx.t('self')}, {ctx.t('other')})"
-
-    logical.__doc__ = f"aten::logical_{name}(Tensor self, Tensor other) -> Tensor"
-    bitwise.__doc__ = f"aten::bitwise_{name}.Tensor(Tensor self, Tensor other) -> Tensor   (bool tensors only)"
-    logical.__name__ = logical.__qualname__ = f"logical_{name}"
-    bitwise.__name__ = bitwise.__qualname__ = f"bitwise_{name}"
-    converter(f"aten.logical_{name}.default", layout=ANY, emits=(tf_op, "NotEqual"))(logical)
-    converter(f"aten.bitwise_{name}.Tensor", layout=ANY, emits=(tf_op,), check=bool_only)(bitwise)
-
-
-for _name, (_function, _op) in _LOGICAL.items():
-    _logical(_name, _function, _op)
-
-
 @converter("aten.logical_not.default", layout=ANY, emits=("LogicalNot", "NotEqual"))
 def logical_not(ctx: OpContext, node: Node) -> str:
     """aten::logical_not(Tensor self) -> Tensor"""
     return f"tf.math.logical_not({as_bool(ctx, 'self')})"
+
+
+# ---------------------------------------------------------------------------------------- the binary table
+
+def _comparisons() -> list[Binary]:
+    """gt/lt/ge/le/eq/ne, Tensor and Scalar overloads: bool results of operands promoted as PyTorch does."""
+    ops = {"gt": ("tf.math.greater", "Greater"), "lt": ("tf.math.less", "Less"),
+           "ge": ("tf.math.greater_equal", "GreaterEqual"), "le": ("tf.math.less_equal", "LessEqual"),
+           "eq": ("tf.math.equal", "Equal"), "ne": ("tf.math.not_equal", "NotEqual")}
+    return [Binary(name, (f"aten.{name}.Tensor", f"aten.{name}.Scalar"), f"{function}({{a}}, {{b}})", (op, "Cast"),
+                   f"aten::{name}.Tensor(Tensor self, Tensor other) -> Tensor\n"
+                   f"(also {name}.Scalar(Tensor self, Scalar other); the result is bool)", compare_operands)
+            for name, (function, op) in ops.items()]
+
+
+def _logicals() -> list[Binary]:
+    """logical_<op> (any dtypes, nonzero is true) and bitwise_<op>.Tensor (bool tensors only) for and/or/xor;
+    xor of bools is inequality (TF's logical_xor is 3 ops)."""
+    ops = {"and": ("tf.math.logical_and", "LogicalAnd"), "or": ("tf.math.logical_or", "LogicalOr"),
+           "xor": ("tf.math.not_equal", "NotEqual")}
+    table = []
+    for name, (function, op) in ops.items():
+        template = f"{function}({{a}}, {{b}})"
+        table.append(Binary(f"logical_{name}", (f"aten.logical_{name}.default",), template,
+                            tuple(dict.fromkeys((op, "NotEqual"))),
+                            f"aten::logical_{name}(Tensor self, Tensor other) -> Tensor",
+                            lambda ctx: (as_bool(ctx, "self"), as_bool(ctx, "other"))))
+        table.append(Binary(f"bitwise_{name}", (f"aten.bitwise_{name}.Tensor",), template, (op,),
+                            f"aten::bitwise_{name}.Tensor(Tensor self, Tensor other) -> Tensor   (bool tensors only)",
+                            as_is, bool_only))
+    return table
+
+
+register_binary(__name__, [
+    Binary("add", ("aten.add.Tensor",), "{a} + {b}", ("AddV2",),
+           "aten::add.Tensor(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor", alpha_scaled("self", "other")),
+    Binary("sub", ("aten.sub.Tensor",), "{a} - {b}", ("Sub",),
+           "aten::sub.Tensor(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor", alpha_scaled("self", "other")),
+    Binary("rsub", ("aten.rsub.Scalar",), "{a} - {b}", ("Sub",),
+           "aten::rsub.Scalar(Tensor self, Scalar other, Scalar alpha=1) -> Tensor   (other - alpha * self)",
+           alpha_scaled("other", "self")),
+    Binary("mul", ("aten.mul.Tensor",), "{a} * {b}", ("Mul",), "aten::mul.Tensor(Tensor self, Tensor other) -> Tensor"),
+    Binary("div", ("aten.div.Tensor",), "{a} / {b}", ("RealDiv",),
+           "aten::div.Tensor(Tensor self, Tensor other) -> Tensor"),
+    Binary("maximum", ("aten.maximum.default",), "tf.maximum({a}, {b})", ("Maximum",),
+           "aten::maximum(Tensor self, Tensor other) -> Tensor"),
+    Binary("minimum", ("aten.minimum.default",), "tf.minimum({a}, {b})", ("Minimum",),
+           "aten::minimum(Tensor self, Tensor other) -> Tensor"),
+    Binary("pow_tensor", ("aten.pow.Tensor_Tensor", "aten.pow.Scalar"), "tf.math.pow({a}, {b})", ("Pow", "Cast"),
+           "aten::pow.Tensor_Tensor(Tensor self, Tensor exponent) -> Tensor   (also pow.Scalar(Scalar self, Tensor\n"
+           "exponent))", promoted("self", "exponent")),
+    # the result takes the divisor's sign, like TF's floormod
+    Binary("remainder", ("aten.remainder.Tensor", "aten.remainder.Scalar"), "tf.math.floormod({a}, {b})",
+           ("FloorMod", "Cast"), "aten::remainder.Tensor(Tensor self, Tensor other) -> Tensor\n"
+           "(also remainder.Scalar(Tensor self, Scalar other); the result takes the divisor's sign, like TF's "
+           "floormod)"),
+    *_comparisons(),
+    *_logicals(),
+])

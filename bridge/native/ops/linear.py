@@ -26,7 +26,7 @@ def linear(ctx: OpContext, node: Node) -> str:
     else:
         features = ctx.value().shape[-1]
         flat = f"tf.linalg.matmul(tf.reshape({x}, [-1, {features}]), {kernel})"
-        y = f"tf.reshape({flat}, {ctx.shape_list(ctx.out_physical_shape())})"
+        y = f"tf.reshape({flat}, {ctx.shape_list(ctx.out_dims())})"
     return f"tf.nn.bias_add({y}, {ctx.t('bias')})" if ctx.has("bias") else y
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridge.native.codegen import OpContext
 from bridge.native.ir import Layout, Node, Value
-from bridge.native.ops._common import first_tensor, static_dims
+from bridge.native.ops._common import first_tensor
 from bridge.native.registry import LayoutPolicy, converter
 
 
@@ -102,7 +102,7 @@ def layer_norm(ctx: OpContext, node: Node) -> str:
 
 
 def _check_group_norm(node: Node) -> str | None:
-    return None if static_dims(first_tensor(node).shape[1:]) else "dynamic spatial or channel size"
+    return None if first_tensor(node).shape[1] is not None else "dynamic channel size"
 
 
 @converter("aten.group_norm.default", layout=LayoutPolicy.CHANNELS_LAST, check=_check_group_norm,
@@ -112,7 +112,7 @@ def group_norm(ctx: OpContext, node: Node) -> str:
     bool cudnn_enabled=True) -> Tensor"""
     x = ctx.t()
     groups = int(ctx.arg("num_groups"))
-    physical = list(ctx.layout().physical_shape(ctx.value().shape))
+    physical = list(ctx.dims())
     grouped_shape = physical[:-1] + [groups, physical[-1] // groups]
     grouped = ctx.let(f"tf.reshape({x}, {ctx.shape_list(grouped_shape)})", "grouped")
     axes = list(range(1, len(grouped_shape) - 2)) + [len(grouped_shape) - 1]

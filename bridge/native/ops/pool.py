@@ -1,5 +1,6 @@
 """Pooling and resizing, channels-last: max pooling (also dilated, and the with_indices forms when only the values
-are used), average pooling, adaptive avg/max pooling (divisible sizes by pooling ops, others by per-window slices),
+are used), average pooling (every ceil_mode / count_include_pad / divisor_override combination: a VALID average over
+the zero-padded input rescaled by PyTorch's per-position divisors), adaptive avg/max pooling (divisible sizes by pooling ops, others by per-window slices),
 nearest/bilinear upsampling, pixel_shuffle. 1-D pools (kept whole by capture, NWC) run as 2-D ones on
 tf.expand_dims(x, 1) ([N, 1, W, C]), squeezed back.
 
@@ -12,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bridge.native.codegen import OpContext
+from bridge.native.codegen import OpContext, lit
 from bridge.native.ir import Dim, Node
 from bridge.native.ops._common import Padding, first_tensor, ntuple, static_dims, window_padding
 from bridge.native.registry import LayoutPolicy, converter
@@ -131,46 +132,72 @@ def max_pool_with_indices(ctx: OpContext, node: Node) -> list[str | None]:
 
 # ---------------------------------------------------------------------------------------------- average pooling
 
-def _avg_padding(node: Node) -> Padding | None:
-    """TF padding for an avg_pool node, or None when TF cannot reproduce PyTorch's divisors."""
-    pad = _pool_padding(node)
-    if pad.mode == "VALID":
-        return pad
+def _axis_divisors(size: int, out: int, kernel: int, stride: int, pad: int, include_pad: bool) -> list[int]:
+    """PyTorch's avg_pool divisor along one axis, per output position: the window clipped to the padded input
+    (count_include_pad; a ceil_mode window running past the padding counts only up to it) or to the input."""
+    divisors = []
+    for i in range(out):
+        start = i * stride - pad
+        end = min(start + kernel, size + pad)
+        divisors.append(end - start if include_pad else min(end, size) - max(start, 0))
+    return divisors
+
+
+def _avg_scales(node: Node) -> tuple[list[float], list[float]] | None:
+    """Per-axis factors turning TF's VALID average over the zero-padded input (sum / kernel area) into PyTorch's
+    average (sum / divisor): kernel / divisor per axis (PyTorch's divisor is the product of the per-axis ones).
+    None when they are all 1."""
     kernel, stride, torch_pads, _ = _pool_geometry(node)
-    inside = all(after <= p for (_, after), p in zip(pad.pads, torch_pads))  # no ceil_mode overhang
-    if node.args.get("count_include_pad", True):
-        return Padding("EXPLICIT", pad.pads) if inside else None
-    if pad.mode == "SAME" and any(s > k for s, k in zip(stride, kernel)):
-        return None  # TF.js wasm mis-pads SAME with stride > kernel, and explicit pads would count in the divisor
-    return pad if pad.mode == "SAME" else None
+    sizes = [int(s) for s in _spatial(first_tensor(node).shape)]  # type: ignore[arg-type]
+    outs = [int(s) for s in _spatial(node.outputs[0].shape)]  # type: ignore[union-attr,arg-type]
+    include = bool(node.args.get("count_include_pad", True))
+    scales = [[k / d for d in _axis_divisors(size, out, k, s, p, include)]
+              for size, out, k, s, p in zip(sizes, outs, kernel, stride, torch_pads)]
+    return None if all(f == 1.0 for axis in scales for f in axis) else (scales[0], scales[1])
 
 
 def _check_avg(node: Node) -> str | None:
-    reason = _check_static(node)
-    if reason:
-        return reason
-    if node.args.get("divisor_override") is not None:
-        return "divisor_override"
-    if _avg_padding(node) is None:
-        return ("padding TF average pooling cannot reproduce (ceil_mode overhang, or count_include_pad=False "
-                "not matching SAME)")
-    return None
+    return _check_static(node)
+
+
+def _avg_divisor_override(node: Node, expr: str) -> str:
+    """divisor_override: PyTorch divides each window's sum by it."""
+    kernel, _, _, _ = _pool_geometry(node)
+    override = node.args.get("divisor_override")
+    return expr if override is None else f"{expr} * {lit(kernel[0] * kernel[1] / float(override))}"
 
 
 @converter("aten.avg_pool2d.default", "aten.avg_pool1d.default", layout=LayoutPolicy.CHANNELS_LAST,
-           emits=("AvgPool", "Pad", "ExpandDims", "Squeeze"), check=_check_avg)
+           emits=("AvgPool", "Pad", "Mul", "ExpandDims", "Squeeze"), check=_check_avg)
 def avg_pool(ctx: OpContext, node: Node) -> str:
     """aten::avg_pool2d(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0, bool ceil_mode=False,
     bool count_include_pad=True, int? divisor_override=None) -> Tensor   (also aten::avg_pool1d, int[1]
-    arguments, no divisor_override)"""
+    arguments, no divisor_override; every ceil_mode / count_include_pad combination)"""
     kernel, stride, _, _ = _pool_geometry(node)
-    pad = _avg_padding(node)
-    assert pad is not None
+    pad = _pool_padding(node)
+    scales = _avg_scales(node) if node.args.get("divisor_override") is None else None
     x = _input_2d(ctx)
-    if pad.mode == "EXPLICIT":
+    # TF's SAME average excludes the padding, as count_include_pad=False does, but TF.js wasm mis-pads SAME when a
+    # stride exceeds its kernel; every other padding is explicit zeros before a VALID pool, rescaled by divisor.
+    same = pad.mode == "SAME" and not node.args.get("count_include_pad", True) and \
+        not any(s > k for s, k in zip(stride, kernel)) and node.args.get("divisor_override") is None
+    if pad.mode == "EXPLICIT" or (pad.mode == "SAME" and not same):
         x = ctx.let(f"tf.pad({x}, {pad.tf_pad(4)})", "pad")
-    expr = f"tf.nn.avg_pool2d({x}, ksize={list(kernel)}, strides={list(stride)}, padding={pad.literal()})"
-    return _output_nd(ctx, expr)
+    padding = '"SAME"' if same else '"VALID"'
+    expr = f"tf.nn.avg_pool2d({x}, ksize={list(kernel)}, strides={list(stride)}, padding={padding})"
+    if scales is not None and not same:
+        rows, cols = scales
+        factors = [_constant(f, shape) for f, shape in ((rows, [1, len(rows), 1, 1]), (cols, [1, 1, len(cols), 1]))
+                   if any(v != 1.0 for v in f)]
+        expr = " * ".join([ctx.let(expr, "window_mean"), *factors])
+    return _output_nd(ctx, _avg_divisor_override(node, expr))
+
+
+def _constant(values: list[float], shape: list[int]) -> str:
+    """A float32 constant of `shape`, or a scalar literal when every value is the same."""
+    if len(set(values)) == 1:
+        return lit(float(values[0]))
+    return f"tf.constant({lit([float(v) for v in values])}, shape={shape}, dtype=tf.float32)"
 
 
 # ---------------------------------------------------------------------------------------------- adaptive pooling

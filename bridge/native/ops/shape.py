@@ -4,7 +4,7 @@ embedding, sym_size, slicing, padding (constant, reflect, replicate) and the lay
 from __future__ import annotations
 
 from bridge.native.codegen import OpContext
-from bridge.native.ir import Layout, Node
+from bridge.native.ir import Layout, Node, Value
 from bridge.native.layout import (RELAYOUT, broadcast_rule, conversion_steps, drop_axes, permute_rule, reshape_rule,
                                   same_layout, scalar_rule, select_rule, unsqueeze_rule)
 from bridge.native.registry import LayoutPolicy, converter
@@ -24,7 +24,7 @@ def reshape(ctx: OpContext, node: Node) -> str:
     sizes = node.args.get("size", node.args.get("shape"))
     if out.layout.is_source and sizes is not None:
         return f"tf.reshape({x}, {ctx.shape_list(sizes)})"
-    return f"tf.reshape({x}, {ctx.shape_list(ctx.out_physical_shape())})"
+    return f"tf.reshape({x}, {ctx.shape_list(ctx.out_dims())})"
 
 
 @converter("aten.permute.default", "aten.transpose.int", "aten.t.default", layout=AXES, rule=permute_rule,
@@ -62,13 +62,37 @@ def squeeze(ctx: OpContext, node: Node) -> str:
     return f"tf.squeeze({ctx.t('self')}, axis={axes})" if axes else ctx.t("self")
 
 
-@converter("aten.cat.default", layout=AXES, rule=same_layout, emits=("ConcatV2",))
+def _cat_parts(node: Node) -> list[Value]:
+    """The inputs of a cat that hold data: PyTorch skips 1-D empty tensors (the legacy rule an empty cache such
+    as `torch.tensor([])` relies on) and tensors empty along the cat axis add nothing; TF refuses the first."""
+    out = node.outputs[0]
+    assert out is not None
+    dim = int(node.args.get("dim", 0)) % max(out.rank, 1)
+    return [v for v in node.args["tensors"]
+            if not (v.rank == 1 and v.shape[0] == 0 and out.rank != 1)
+            and not (v.rank == out.rank and v.shape[dim] == 0)]
+
+
+def _cat_rule(node: Node, layout: Layout) -> Layout | None:
+    """Laid out like the first input, unless that is a (skipped) empty 1-D tensor: then PyTorch order."""
+    out = node.outputs[0]
+    assert out is not None
+    return layout if layout.rank == out.rank else Layout.source(out.rank)
+
+
+@converter("aten.cat.default", layout=AXES, rule=_cat_rule, emits=("ConcatV2", "Identity", "Fill"))
 def cat(ctx: OpContext, node: Node) -> str:
-    """aten::cat(Tensor[] tensors, int dim=0) -> Tensor"""
-    first = node.args["tensors"][0]
-    assert first.layout is not None
-    axis = first.layout.axis(int(ctx.arg("dim", 0)))
-    return f"tf.concat([{', '.join(ctx.ts('tensors'))}], axis={axis})"
+    """aten::cat(Tensor[] tensors, int dim=0) -> Tensor   (empty inputs dropped: see _cat_parts)"""
+    out = ctx.out()
+    parts = _cat_parts(node)
+    if not parts:  # every input empty: the (empty) result
+        return f"tf.zeros({ctx.shape_list(ctx.out_dims())}, tf.{out.dtype})"
+    exprs = [ctx.expr(v) for v in parts]
+    if len(parts) == 1:
+        return f"tf.identity({exprs[0]})"
+    assert out.layout is not None
+    axis = out.layout.axis(int(ctx.arg("dim", 0)))
+    return f"tf.concat([{', '.join(exprs)}], axis={axis})"
 
 
 @converter("aten.embedding.default", layout=LayoutPolicy.SOURCE, emits=("GatherV2",))
@@ -193,31 +217,40 @@ def _split_sizes(node: Node) -> list[int]:
 
 def _check_split(node: Node) -> str | None:
     value = node.args["self"]
-    return "split along a dynamic axis" if value.shape[int(node.args.get("dim", 0)) % value.rank] is None else None
+    dim = int(node.args.get("dim", 0)) % value.rank
+    if value.shape[dim] is None and any(o is None for o in node.outputs):
+        return "split along a dynamic axis with unused pieces"
+    return None
 
 
 @converter("aten.split.Tensor", "aten.split_with_sizes.default", layout=AXES, rule=same_layout,
-           emits=("SplitV",), check=_check_split)
+           emits=("SplitV", "Pack"), check=_check_split)
 def split(ctx: OpContext, node: Node) -> list[str | None]:
     """aten::split.Tensor(Tensor(a -> *) self, SymInt split_size, int dim=0) -> Tensor(a)[]   (also
-    split_with_sizes(Tensor self, SymInt[] split_sizes, int dim=0))"""
-    axis = ctx.axis(int(ctx.arg("dim", 0)), "self")
-    parts = ctx.let(f"tf.split({ctx.t('self')}, {_split_sizes(node)}, axis={axis})", "parts")
+    split_with_sizes(Tensor self, SymInt[] split_sizes, int dim=0); along a dynamic axis the pieces' sizes come
+    from torch.export's symbolic sizes)"""
+    dim = int(ctx.arg("dim", 0)) % ctx.value("self").rank
+    axis = ctx.axis(dim, "self")
+    if ctx.value("self").shape[dim] is None:
+        sizes = f"tf.stack([{', '.join(ctx.size(o.sizes[dim]) for o in node.outputs if o is not None)}])"
+    else:
+        sizes = str(_split_sizes(node))
+    parts = ctx.let(f"tf.split({ctx.t('self')}, {sizes}, axis={axis})", "parts")
     return [f"{parts}[{i}]" for i in range(len(node.outputs))]
 
 
 def _broadcast_shape(ctx: OpContext, sizes: list[int], expr: str) -> str:
-    """A physical target shape for expand: -1 keeps the input's dim (read at run time when dynamic)."""
+    """A physical target shape for expand: the output's sizes (dynamic ones computed from the inputs' shapes);
+    where torch.export knows nothing, -1 keeps the input's dim (read at run time)."""
     out = ctx.out()
     assert out.layout is not None
     src = ctx.value("self")
     dims: list[str] = []
     offset = out.rank - src.rank
     for axis in out.layout.perm:
-        size = sizes[axis]
-        known = out.shape[axis]
+        size, known = sizes[axis], out.sizes[axis]
         if known is not None:
-            dims.append(str(known))
+            dims.append(ctx.size(known))
         elif size == -1 and axis >= offset:
             dims.append(f"tf.shape({expr})[{src.layout.axis(axis - offset) if src.layout else axis - offset}]")
         else:
