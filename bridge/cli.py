@@ -119,6 +119,15 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
                    help="layout of 4-D image inputs in the web model (default: nhwc, what tf.browser.fromPixels "
                         "gives)")
+    p.add_argument("--web-format", default="graph", metavar="FORMATS",
+                   help="graph (inference: tf.loadGraphModel), layers (trainable: tf.loadLayersModel, in "
+                        "OUT/layers_model), or graph,layers (default graph)")
+    p.add_argument("--train-optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="layers models: the optimizer of the train-step check (default sgd)")
+    p.add_argument("--train-lr", type=float, default=0.01, metavar="RATE",
+                   help="layers models: its fixed learning rate (default 0.01)")
+    p.add_argument("--train-loss", choices=("cross_entropy", "mse"),
+                   help="layers models: its loss (default: cross_entropy for classifier outputs, mse otherwise)")
     _quantize_options(p)
     _sampling_options(p)
     _check_options(p, "your own sample inputs for parity (arrays named after the inputs; a leading extra axis holds "
@@ -188,6 +197,34 @@ def _export_weights_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     _model_options(p, "state_dict for a file.py:Class MODEL")
     _force_option(p, "a non-empty output folder")
+
+
+def _import_weights_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("tfjs_model", type=Path, metavar="TFJS_MODEL_DIR", help="a layers model: the folder bridge "
+                   "wrote, an upload folder of bridge serve --accept-uploads, or the files TF.js saved (model.json "
+                   "+ model.weights.bin)")
+    p.add_argument("model", metavar="MODEL", help="the PyTorch model it was converted from (file.py:Class, ...)")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the state_dict to write (.safetensors, "
+                   "or .pt / .pth)")
+    _model_options(p, "the model's current state_dict (weights the layers model does not hold are kept from it)")
+    _force_option(p, "an existing --out file")
+
+
+def _cmd_import_weights(args: argparse.Namespace) -> int:
+    """`bridge import-weights`: a TF.js layers model's weights back into the PyTorch module's state_dict."""
+    from bridge.layers_route import import_weights, save_state_dict
+    from bridge.source.model import load_model
+
+    if args.out.exists() and not args.force:
+        raise UsageError(f"{args.out} exists", stage="import-weights", hint="pass --force to replace it")
+    loaded = load_model(args.model, weights=args.weights, init_args=args.init_args, trust_pickle=args.trust_pickle)
+    if loaded.module is None:
+        raise UsageError(f"{args.model} is not a PyTorch model", stage="import-weights",
+                         hint="pass the file.py:Class (or TorchScript, .pt2) the layers model was converted from")
+    state = import_weights(args.tfjs_model, loaded.module)
+    path = save_state_dict(state, args.out)
+    print(f"wrote {len(state)} tensor(s) to {path}; load it with --weights {path}")
+    return EXIT_OK
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -342,7 +379,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from bridge.util.progress import Progress
 
     options = _run_options(args, route=args.route, layout=args.layout, output_names=tuple(args.outputs),
-                           quantize=tuple(args.quantize), trust_pickle=args.trust_pickle)
+                           quantize=tuple(args.quantize), trust_pickle=args.trust_pickle,
+                           web_formats=tuple(f.strip() for f in args.web_format.split(",") if f.strip()),
+                           train_optimizer=args.train_optimizer, train_learning_rate=args.train_lr,
+                           train_loss=args.train_loss)
     specs = [parse_input_spec(text) for text in args.inputs]
     check_unique_names(specs)
     check_output_dir(args.out.resolve(), options.force)
@@ -374,6 +414,10 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "Export MODEL's state_dict (PyTorch layout, keyed by state_dict key) for a TF or TF.js model you wrote "
             "yourself: tfjs (weights_manifest.json + shards for tf.io.loadWeights), npz or safetensors.",
             _export_weights_arguments, _cmd_export_weights),
+    Command("import-weights", "bring a TF.js layers model's (trained) weights back into the PyTorch model",
+            "Map the weights of a layers model (converted by bridge, then perhaps trained in the browser and saved) "
+            "back through the inverse layout transforms into MODEL's state_dict; a model of another architecture "
+            "is refused with every mismatch listed.", _import_weights_arguments, _cmd_import_weights),
     Command("parity", "re-check parity of an existing output folder without converting again",
             "Re-run every stage's check on the artifacts in OUT_DIR (e.g. after the web model was edited or "
             "re-quantized) against the reference stored at conversion time; reports go to OUT_DIR/parity/. Exit "

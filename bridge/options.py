@@ -37,6 +37,9 @@ class ConvertOptions:
     control_flow_v2: bool = False  # the writer keeps TF2 While/If instead of lowering them to v1 control flow
     strip_debug_ops: bool = True  # the writer drops Assert/Print/CheckNumerics
     web_formats: tuple[str, ...] = ("graph",)  # which web models to write: "graph" (inference), "layers"
+    train_optimizer: str = "sgd"  # the train-step check of a layers model: sgd or adam ...
+    train_learning_rate: float = 0.01  # ... with this fixed learning rate ...
+    train_loss: str | None = None  # ... and loss: cross_entropy for classifier outputs, mse otherwise
     time_limit: float = 1800.0  # --time-limit: seconds the reference run and each stage may take (0: no limit)
 
     def __post_init__(self) -> None:
@@ -50,6 +53,14 @@ class ConvertOptions:
             raise UsageError("--samples must be at least 1", stage="options")
         if self.shard_size < 1024:
             raise UsageError("--shard-size must be at least 1024 bytes", stage="options")
+        if self.train_optimizer not in ("sgd", "adam"):
+            raise UsageError(f"unknown --train-optimizer {self.train_optimizer!r}", stage="options",
+                             hint="use sgd or adam")
+        if self.train_loss not in (None, "cross_entropy", "mse"):
+            raise UsageError(f"unknown --train-loss {self.train_loss!r}", stage="options",
+                             hint="use cross_entropy or mse")
+        if not self.train_learning_rate > 0:
+            raise UsageError("--train-lr must be a positive number", stage="options")
         formats = [f for f in self.web_formats if f not in WEB_FORMATS]
         if formats or not self.web_formats:
             raise UsageError(f"unknown web format(s) {', '.join(formats) or '(none)'}", stage="options",

@@ -35,7 +35,7 @@ from bridge.source.model import LoadedModel
 from bridge.source.reference import run_reference
 from bridge.stages.artifacts import Artifacts
 from bridge.stages.context import RunInputs
-from bridge.stages.plan import Entry, Phase, Planned, PlanRequest, build_plan
+from bridge.stages.plan import LAYERS_ROUTE, Entry, Phase, Planned, PlanRequest, build_plan
 from bridge.stages.result import StageResult, Status, overall_status, stages_ok
 from bridge.stages.runner import PlanRun, findings, run_plan
 from bridge.util.atomic import atomic_output_dir, check_output_dir
@@ -206,6 +206,9 @@ def conversion_plan(route: str, options: ConvertOptions) -> ConversionPlan:
 def _run_route(run: RunInputs, given: Artifacts) -> tuple[ConversionPlan, PlanRun, list[str]]:
     """Run the chosen route's stages; `auto` tries native first and falls back to ONNX, saying why."""
     route = run.options.route
+    if "graph" not in run.options.web_formats:  # a layers model alone is built from the module: no route runs
+        plan = conversion_plan("onnx" if route == "onnx" else "native", run.options)
+        return plan, run_plan(plan.route, run, given.with_(route=LAYERS_ROUTE)), []
     if route != "auto":
         plan = conversion_plan(route, run.options)
         return plan, run_plan(plan.route, run, given.with_(route=route)), []

@@ -510,10 +510,24 @@ function packResult(writer, result) {
   return packed;
 }
 
+/**
+ * Registers the custom layers bridge generated for a layers model (custom_layers.js beside model.json) on this
+ * TF.js instance, so tf.loadLayersModel finds their classes. Imported through a data: URL: the file is an ES
+ * module wherever it lives, and it imports nothing.
+ */
+async function registerCustomLayers(libs, tf, modelDir) {
+  const file = libs.path.join(modelDir, 'custom_layers.js');
+  if (!libs.fs.existsSync(file)) return;
+  const source = libs.fs.readFileSync(file, 'utf8');
+  const module = await import(`data:text/javascript;base64,${Buffer.from(source).toString('base64')}`);
+  module.registerCustomLayers(tf);
+}
+
 async function runRequest(libs, request, summary) {
   const { tf, versions } = await loadTfjs(libs, request.node_modules);
   Object.assign(summary.versions, versions);
   const layers = request.kind === 'layers';
+  if (layers) await registerCustomLayers(libs, tf, request.model_dir);
   const { modelJSON, artifacts } = readModelFolder(libs, tf, request.model_dir,
     layers ? 'layers-model' : 'graph-model');
   const { sets, fit } = readInputSets(libs, request);

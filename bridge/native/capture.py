@@ -76,7 +76,7 @@ def capture(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], *, 
             continue
         return Captured(program, "torch.export strict" if mode else "torch.export non-strict",
                         time.perf_counter() - start)
-    branch = _data_dependent_branch(failures)
+    branch = _data_dependent_branch(failures, errors)
     if branch is not None:
         raise branch
     raise CaptureError("torch.export could not capture the model", stage="capture", details=errors,
@@ -88,7 +88,7 @@ _DATA_DEPENDENT = ("Data-dependent branching", "data-dependent expression", "Gua
 _USER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in \w+\n\s+(.+)')
 
 
-def _data_dependent_branch(failures: Sequence[str]) -> CaptureError | None:
+def _data_dependent_branch(failures: Sequence[str], errors: list[str]) -> CaptureError | None:
     """The error for a Python `if` on a tensor's value (torch.export's messages name it in several ways), with the
     user's source line when torch gave it; None for other failures."""
     if not any(marker in text for text in failures for marker in _DATA_DEPENDENT):
@@ -98,7 +98,7 @@ def _data_dependent_branch(failures: Sequence[str]) -> CaptureError | None:
     code = f" (`{frames[-1][2].strip()}`)" if frames else ""
     return DataDependentBranchError(
         f"forward() branches on the value of a tensor{f' at {where}' if where else ''}{code}: torch.export cannot "
-        "capture a Python `if` that depends on the input's numbers", where=where, stage="capture",
+        "capture a Python `if` that depends on the input's numbers", where=where, stage="capture", details=errors,
         hint="write the branch as torch.where(cond, a, b) (both sides computed, then picked per element) or "
              "torch.cond(pred, true_fn, false_fn) (bridge converts it to tf.cond); the ONNX route would trace only "
              "the branch the example input takes, so that web model takes it for every input")
@@ -194,7 +194,7 @@ def _dynamic_shapes(args: tuple[torch.Tensor, ...],
 
 
 def _decomp_table(keep: Iterable[str]) -> dict[Any, Any]:
-    """torch's default decompositions minus the ops we convert whole, and minus the linear-algebra ops: they
+    """torch's default decompositions minus the ops we convert whole, and minus the linear-algebra ops that
     decompose into an error-checking op with side effects (`aten._linalg_check_errors`), which would hide the op
     itself behind an effect token; kept whole, an unconverted one is reported by name."""
     table = torch.export.default_decompositions()
@@ -202,9 +202,14 @@ def _decomp_table(keep: Iterable[str]) -> dict[Any, Any]:
         op = resolve_op(target)
         if op is not None and op in table:
             del table[op]
-    for op in [op for op in table if str(getattr(op, "__name__", "")).startswith("linalg_")]:
+    for op in [op for op in table if op.name().split("::")[-1].split(".")[0] in _CHECKED_LINALG]:
         del table[op]
     return table
+
+
+# Linear-algebra ops whose decomposition checks its result with an effectful op (seen in torch 2.13).
+_CHECKED_LINALG = {"linalg_inv", "inverse", "linalg_cholesky", "linalg_solve", "linalg_lu_factor", "linalg_inv_ex",
+                   "linalg_cholesky_ex", "linalg_lu_factor_ex", "linalg_solve_ex"}
 
 
 def resolve_op(target: str) -> torch._ops.OpOverload | None:

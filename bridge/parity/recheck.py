@@ -113,8 +113,8 @@ def run_parity(out_dir: Path | str, *, sample_inputs: Path | None = None, strict
     from bridge.util.quiet import captured_output, import_tensorflow
 
     out = Path(out_dir)
-    if not (out / "web_model" / "model.json").is_file() and not (out / "model.json").is_file():
-        raise UsageError(f"{out} is not a bridge output folder (no web_model/model.json, no model.json)",
+    if not any((out / sub / "model.json").is_file() for sub in ("web_model", "layers_model", ".")):
+        raise UsageError(f"{out} is not a bridge output folder (no web_model/, layers_model/ or model.json)",
                          stage=STAGE, hint="pass the --out folder of `bridge convert`, or the OUT of `bridge tfjs`")
     data = load_parity_data(out)
     import_tensorflow()  # once, quietly: its import chatter would otherwise reach the terminal

@@ -62,15 +62,23 @@ class WebModel:
 
     path: Path
     quantization: Quantization = Quantization()
+    interface: Interface | None = None  # the ports recorded in its model.json (bridge's metadata), if any
 
     @classmethod
     def read(cls, path: Path) -> "WebModel":
-        """The web model in `path` (its quantization read from model.json)."""
+        """The web model in `path` (its quantization and interface read from model.json)."""
+        from bridge.errors import WebModelError
+        from bridge.source.ports import interface_from_model_json
+
         try:
             model_json = json.loads((Path(path) / "model.json").read_text())
         except (OSError, ValueError):
             model_json = {}  # the stage judging it reports what is wrong with it
-        return cls(Path(path), Quantization.of_model_json(model_json))
+        try:
+            interface = interface_from_model_json(model_json, "web-model")
+        except WebModelError:
+            interface = None
+        return cls(Path(path), Quantization.of_model_json(model_json), interface)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from bridge.options import ConvertOptions
 from bridge.parity.metrics import DEFAULT_TOLERANCE, Tolerance, compare_outputs
 from bridge.source.inputs import InputSpec
 from bridge.source.ports import Interface
-from bridge.stages.artifacts import Artifacts
+from bridge.stages.artifacts import Artifact, Artifacts
 from bridge.stages.result import StageResult, Status, worst_status
 from bridge.util.progress import Progress
 
@@ -81,7 +81,8 @@ class TolerancePolicy(str, enum.Enum):
     EXACT = "exact"  # bit-identical to another result (a storage round trip)
 
 
-def stage_tolerance(policy: TolerancePolicy, run: RunInputs, artifacts: Artifacts) -> Tolerance:
+def stage_tolerance(policy: TolerancePolicy, run: RunInputs, artifacts: Artifacts,
+                    judges: tuple[Artifact, ...] = (Artifact.WEB_MODEL,)) -> Tolerance:
     """The tolerance of a stage under `policy`.
 
     Quantization widening: each quantized weight is off by at most s·max|w| (s = the largest relative half-step,
@@ -91,7 +92,7 @@ def stage_tolerance(policy: TolerancePolicy, run: RunInputs, artifacts: Artifact
     if policy is TolerancePolicy.EXACT:
         return Tolerance(0.0, 0.0)
     base = run.base_tolerance()
-    web = artifacts.web_model
+    web = artifacts.layers_model if Artifact.LAYERS_MODEL in judges else artifacts.web_model
     if policy is TolerancePolicy.REFERENCE or web is None or not web.quantization.count:
         return base
     widen = web.quantization.widening()
@@ -109,10 +110,15 @@ class StageEnv:
     tolerance: Tolerance
     backend: str | None = None
     store: str | None = None
+    judges_layers: bool = False  # the stage judges the layers model, whose own ports may differ from the graph's
 
     @property
     def interface(self) -> Interface:
-        """The model's interface (set by the route; a stage that judges outputs always runs after it)."""
+        """The interface of what this stage judges: the layers model's own ports for a layers stage, else the
+        route's (a stage that judges outputs always runs after the route set it)."""
+        layers = self.artifacts.layers_model
+        if self.judges_layers and layers is not None and layers.interface is not None:
+            return layers.interface
         assert self.artifacts.interface is not None, "a stage that needs the interface ran before the route"
         return self.artifacts.interface
 

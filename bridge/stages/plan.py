@@ -14,13 +14,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from bridge.options import ConvertOptions
-from bridge.stages import browser, node, route_native, route_onnx, route_tf, tensorflow
+from bridge.stages import browser, node, route_layers, route_native, route_onnx, route_tf, tensorflow
 from bridge.stages.artifacts import Artifact, Produced
 from bridge.stages.context import StageEnv, TolerancePolicy
 from bridge.stages.result import StageResult
 
 ROUTES = ("native", "onnx")  # the routes from PyTorch; "tf" is `bridge tfjs`, whose model is TensorFlow already
 TF_ROUTE = "tf"
+LAYERS_ROUTE = "layers"  # a layers model alone, built from the PyTorch module (no graph model, so no route ran)
 
 
 class Entry(str, enum.Enum):
@@ -179,15 +180,16 @@ def _layers_browser_stage(backend: str) -> Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("capture", Runtime.TORCH_EXPORT, routes=("native",), phase=Phase.ROUTE,
           produce={"native": Producer(route_native.capture, (Artifact.MODULE,),
-                                      (Artifact.TF_MODEL, Artifact.SAVED_MODEL))}),
+                                      (Artifact.TF_MODEL, Artifact.SAVED_MODEL))}, select=_web_format("graph")),
     Stage("onnx", Runtime.ONNXRUNTIME, judges=(Artifact.ONNX,), check=route_onnx.check_onnx, routes=("onnx",),
           phase=Phase.ROUTE, produce={"onnx": Producer(route_onnx.export, (), (Artifact.ONNX,))},
-          layers=LayerSource.ONNX),
+          layers=LayerSource.ONNX, select=_web_format("graph")),
     Stage("tf", Runtime.TENSORFLOW, judges=(Artifact.TF_MODEL,), check=tensorflow.check_tf_model, routes=ROUTES,
           phase=Phase.ROUTE, produce={"onnx": Producer(route_onnx.onnx_to_tf, (Artifact.ONNX,),
-                                                       (Artifact.TF_MODEL, Artifact.SAVED_MODEL))}),
+                                                       (Artifact.TF_MODEL, Artifact.SAVED_MODEL))},
+          select=_web_format("graph")),
     Stage("savedmodel", Runtime.TENSORFLOW, judges=(Artifact.SAVED_MODEL,), check=tensorflow.check_saved_model,
-          routes=ROUTES, phase=Phase.ROUTE, layers=LayerSource.SAVED_MODEL),
+          routes=ROUTES, phase=Phase.ROUTE, layers=LayerSource.SAVED_MODEL, select=_web_format("graph")),
     # The graph model (inference): written from the SavedModel (or from a TF source), replayed, run in TF.js.
     Stage("tfjs-graph", Runtime.TENSORFLOW, judges=(Artifact.WEB_MODEL,), check=tensorflow.check_web_graph,
           produce={ANY_ROUTE: Producer(tensorflow.write_web_model, (Artifact.SAVED_MODEL,), (Artifact.WEB_MODEL,)),
@@ -201,12 +203,17 @@ STAGES: tuple[Stage, ...] = (
           store="indexeddb", tolerance=TolerancePolicy.EXACT, select=_all(_web_format("graph"), _browser)),
     # The layers model (trainable): written from a Keras model, rebuilt in Keras, run and fitted in TF.js.
     Stage("tfjs-layers", Runtime.TENSORFLOW, judges=(Artifact.LAYERS_MODEL,), check=route_tf.check_layers_in_keras,
-          produce={TF_ROUTE: Producer(route_tf.write_layers, (Artifact.TF_SOURCE,), (Artifact.LAYERS_MODEL,))},
+          produce={TF_ROUTE: Producer(route_tf.write_layers, (Artifact.TF_SOURCE,), (Artifact.LAYERS_MODEL,)),
+                   ANY_ROUTE: Producer(route_layers.write_layers_from_torch, (Artifact.MODULE,),
+                                       (Artifact.LAYERS_MODEL,))},
           tolerance=TolerancePolicy.WEB, select=_web_format("layers")),
     _layers_node_stage("wasm"),
     _layers_node_stage("cpu"),
     Stage("tfjs-layers-fit", Runtime.TFJS_NODE, judges=(Artifact.LAYERS_MODEL,), check=node.check_layers_fit,
           backend="cpu", select=_web_format("layers")),
+    Stage("train-step", Runtime.TFJS_NODE, judges=(Artifact.LAYERS_MODEL, Artifact.MODULE),
+          check=route_layers.check_train_step, routes=(*ROUTES, LAYERS_ROUTE), backend="cpu",
+          select=_web_format("layers")),
     _layers_browser_stage("webgl"),
     _layers_browser_stage("wasm"),
     Stage("browser-layers-indexeddb", Runtime.CHROMIUM, judges=(Artifact.LAYERS_MODEL,), session="chromium-layers",

@@ -62,9 +62,26 @@ def check_layers_in_keras(env: StageEnv) -> StageResult:
 
     layers = env.artifacts.layers_model
     assert layers is not None
-    with load_layers_folder(layers.path) as rebuilt:
+    with _custom_layers(layers.path), load_layers_folder(layers.path) as rebuilt:
         actual = [rebuilt.reference(sample) for sample in env.web_inputs()]
     files = sorted(layers.path.glob("group*-shard*"))
     size = sum(f.stat().st_size for f in files)
     return env.judge(actual, detail=f"keras, {len(files)} shard(s), {size / 1e6:.2f} MB", shards=len(files),
                      weightBytes=size)
+
+
+def _custom_layers(folder: Any) -> Any:
+    """A Keras custom-object scope holding the custom layers bridge generated for a PyTorch layers model (their
+    Python side, rebuilt from model.json's metadata); an empty context for other layers models."""
+    import contextlib
+    import json
+
+    meta = (json.loads((folder / "model.json").read_text()).get("userDefinedMetadata") or {}).get("bridge") or {}
+    route = meta.get("layersRoute") or {}
+    if not route.get("customLayers"):
+        return contextlib.nullcontext()
+    import tf_keras
+
+    from bridge.layers_route.custom_layers import custom_objects_from_metadata
+
+    return tf_keras.utils.custom_object_scope(custom_objects_from_metadata(route))

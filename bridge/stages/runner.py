@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bridge.errors import BridgeError, ConversionError
-from bridge.stages.artifacts import Artifacts, Produced
+from bridge.stages.artifacts import Artifact, Artifacts, Produced
 from bridge.stages.context import RunInputs, StageEnv, stage_tolerance
 from bridge.stages.plan import SESSIONS, Planned, Selection
 from bridge.stages.result import StageResult, Status
@@ -97,8 +97,8 @@ def _run_one(planned: Planned, run: RunInputs, artifacts: Artifacts,
 
 def _env(planned: Planned, run: RunInputs, artifacts: Artifacts) -> StageEnv:
     stage = planned.stage
-    return StageEnv(stage.name, run, artifacts, stage_tolerance(stage.tolerance, run, artifacts), stage.backend,
-                    stage.store)
+    return StageEnv(stage.name, run, artifacts, stage_tolerance(stage.tolerance, run, artifacts, stage.judges),
+                    stage.backend, stage.store, Artifact.LAYERS_MODEL in stage.judges)
 
 
 def _produce(planned: Planned, run: RunInputs, artifacts: Artifacts) -> Produced | None:

@@ -126,9 +126,13 @@ def import_tensorflow(verbose: bool = False) -> ModuleType:
 def import_onnx2tf(verbose: bool = False) -> ModuleType:
     """Import onnx2tf (which imports TensorFlow, tf_keras and onnxruntime) with the chatter hidden."""
     import_tensorflow(verbose)
+    from tensorflow.python.framework import config  # noqa: PLC0415
+
+    was_deterministic = config.is_op_determinism_enabled()
     with captured_output(verbose):
         import onnx2tf  # noqa: PLC0415
-
+    if not was_deterministic:  # onnx2tf turns op determinism on for the whole process when imported
+        config.disable_op_determinism()
     return onnx2tf
 
 
