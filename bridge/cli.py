@@ -228,9 +228,18 @@ def _cmd_import_weights(args: argparse.Namespace) -> int:
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    from bridge.demo.uploads import DEFAULT_MAX_UPLOAD_BYTES
+
     p.add_argument("folder", type=Path, metavar="DIR")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
+    p.add_argument("--accept-uploads", type=Path, metavar="DIR", help="take models TF.js saves with "
+                   "model.save(tf.io.http('/upload')) (a multipart POST of model.json and model.weights.bin), each "
+                   "written atomically into a new folder under DIR")
+    p.add_argument("--token", metavar="T", help="uploads need this token (Authorization: Bearer T, or ?token=T); "
+                   "required with --accept-uploads on a non-loopback --host")
+    p.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_UPLOAD_BYTES, metavar="N",
+                   help=f"refuse larger upload bodies (default {DEFAULT_MAX_UPLOAD_BYTES // 2**20} MiB)")
     p.add_argument("--verbose", action="store_true", help="log every request")
 
 
@@ -266,8 +275,13 @@ def parity_from_cli(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from bridge.demo.server import make_server
 
-    server = make_server(args.folder, args.host, args.port, verbose=args.verbose)
-    print(f"serving {args.folder} at http://{args.host}:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
+    server = make_server(args.folder, args.host, args.port, verbose=args.verbose, accept_uploads=args.accept_uploads,
+                         token=args.token, max_upload_bytes=args.max_upload_bytes, log_uploads=True)
+    base = f"http://{args.host}:{server.server_address[1]}"
+    print(f"serving {args.folder} at {base}/ (Ctrl-C to stop)", flush=True)
+    if args.accept_uploads is not None:
+        print(f"uploads: POST {base}/upload -> {args.accept_uploads}/<id>/ (served back at /uploads/<id>/model.json)",
+              flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -283,12 +283,18 @@ def _write_demo_page(run: RunInputs, artifacts: Artifacts, loaded: LoadedModel) 
     from bridge.errors import MissingDependencyError
 
     web_model, interface = artifacts.web_model, artifacts.interface
-    if web_model is None or interface is None:
+    if web_model is None and artifacts.layers_model is None or interface is None:
         return ["demo page not written: there is no web model"]
     try:
+        if web_model is None:  # a layers model alone: the page trains and saves it too
+            from bridge.demo.page import write_demo_page_from_parity
+
+            write_demo_page_from_parity(run.folder, model_format="layers", model_name=loaded.source)
+            return []
         write_demo_page(run.folder, web_model=web_model.path, input_ports=interface.inputs,
                         output_ports=interface.outputs, samples=interface.web_inputs(run.samples),
-                        reference=interface.web_outputs(run.reference), model_name=loaded.source)
+                        reference=interface.web_outputs(run.reference), model_name=loaded.source,
+                        input_ranges={s.name: (s.low, s.high) for s in run.specs})
     except MissingDependencyError as exc:
         run.progress.note(f"  demo page not written: {exc.message}")
         return [f"demo page not written: {exc.message}"]

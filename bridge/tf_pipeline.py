@@ -104,6 +104,7 @@ def _run(source: Any, out: Path, options: ConvertOptions, given: list[dict[str, 
             from bridge.webmodule import write_web_module
 
             write_web_module(result.artifacts.web_model.path)
+        _write_demo_page(run, source)
         report = _report(run, source, interface, stages, [*result.notes, *findings(stages)])
         write_reports(report, staging, web_model=staging)
         written = sorted(p.name for p in staging.iterdir())
@@ -137,3 +138,15 @@ def _report(run: RunInputs, source: Any, interface: Any, stages: list[Any], note
                            "atol": options.atol, "rtol": options.rtol, "strict": options.strict,
                            "seed": options.seed, "dynamic_sizes": dynamic_sizes_used(run.specs, run.samples)},
                   notes=[*source.notes, *notes])
+
+
+def _write_demo_page(run: RunInputs, source: Any) -> None:
+    """OUT/index.html from the parity data just stored (a layers model's page trains and saves it too)."""
+    from bridge.demo.page import write_demo_page_from_parity
+    from bridge.errors import MissingDependencyError
+
+    try:
+        write_demo_page_from_parity(run.folder, model_name=str(source.path or source.input_format),
+                                    model_format=run.options.web_formats[0])
+    except MissingDependencyError as exc:
+        run.progress.note(f"  demo page not written: {exc.message}")

@@ -341,7 +341,7 @@ def test_page_requests_elsewhere_are_blocked(tmp_path: Path) -> None:
 
 
 BAD_REQUESTS: dict[str, dict[str, Any]] = {
-    "webgpu_backend": {"backends": ("webgpu",)},
+    "unknown_backend": {"backends": ("gpu",)},  # webgpu is a backend now (browser-webgpu)
     "repeated_backend": {"backends": ("wasm", "wasm")},
     "unknown_fetch": {"fetch": ["nope"]},
     "single_mapping": {"input_sets": {"x": np.zeros((1, 3), np.float32)}},

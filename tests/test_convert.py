@@ -20,10 +20,10 @@ from bridge.stages.result import Status
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB_STAGES = ["savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl", "browser-wasm",
-              "browser-indexeddb"]
+              "browser-webgpu", "browser-indexeddb"]
 ALL_STAGES = ["onnx", "tf", *WEB_STAGES]  # the ONNX route
 NATIVE_STAGES = ["capture", "tf", *WEB_STAGES]
-BROWSER_STAGES = ALL_STAGES[-3:]
+BROWSER_STAGES = ALL_STAGES[-4:]
 WEB_STAGE_MAX_ABS = 1e-4  # the bar for float32 in TF.js
 
 EXAMPLES = [

@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bridge.demo.page import (SAMPLES_BIN, SAMPLES_JSON, embedded_json, image_preprocessing, model_fingerprint,
-                              ports_from_model_json, read_model_json, write_demo_page)
+from bridge.demo.page import (SAMPLES_BIN, SAMPLES_JSON, editor_record, embedded_json, image_preprocessing,
+                              model_fingerprint, ports_from_model_json, read_model_json, write_demo_page,
+                              write_demo_page_from_parity)
+from bridge.parity.store import ParityDataError
 from bridge.errors import MissingDependencyError, UsageError, WebModelError
 from bridge.source.ports import Port, to_web_samples
 from bridge.runtime import browser as browser_rt
@@ -268,8 +270,13 @@ def test_embedded_json_cannot_close_the_script() -> None:
 def test_written_files(converted: Converted) -> None:
     """Page, the four TF.js files, samples that read back equal to what was given; no network URL in the page."""
     out = converted.out
+    from bridge.demo.page import WEBGPU_FILE
+    from bridge.runtime.node import node_modules_dir
+
+    webgpu = ["tf-backend-webgpu.min.js"] if (node_modules_dir() / WEBGPU_FILE).is_file() else []
     assert sorted(p.name for p in (out / "tfjs").iterdir()) == sorted(
-        ["tf.min.js", "tf-backend-wasm.min.js", "tfjs-backend-wasm.wasm", "tfjs-backend-wasm-simd.wasm"])
+        ["tf.min.js", "tf.fesm.min.js", "tf-backend-wasm.min.js", "tfjs-backend-wasm.wasm", "tfjs-backend-wasm-simd.wasm",
+         *webgpu])
     info = json.loads((out / SAMPLES_JSON).read_text())
     blob = (out / SAMPLES_BIN).read_bytes()
     for written, inputs, reference in zip(info["sets"], converted.samples, converted.reference):
@@ -290,7 +297,57 @@ BAD_CALLS: list[tuple[str, Callable[[Converted, Path], Any], type[Exception]]] =
      UsageError),
     ("std of zero", lambda c, t: c.write_page(c.copy(t / "c"), preprocessing={"x": {"std": 0}}), UsageError),
     ("no model.json", lambda c, t: c.write_page(t, web_model=t), WebModelError),
+    ("value range for an unknown input", lambda c, t: c.write_page(c.copy(t / "c"), input_ranges={"y": (0, 9)}),
+     UsageError),
+    ("not a TF.js model", lambda c, t: c.write_page(_with_format(c.copy(t / "c"), "onnx-model")), WebModelError),
+    ("from parity: no parity data", lambda c, t: write_demo_page_from_parity(t), ParityDataError),
+    ("from parity: unknown format", lambda c, t: write_demo_page_from_parity(c.copy(t / "c"), model_format="onnx"),
+     UsageError),
+    ("from parity: no layers model", lambda c, t: write_demo_page_from_parity(c.copy(t / "c"), model_format="layers"),
+     WebModelError),
 ]
+
+
+def _with_format(out: Path, fmt: str) -> Path:
+    """Leaves `out` with a model.json whose format is `fmt`; returns `out` (the page is written there)."""
+    path = out / "web_model" / "model.json"
+    model = json.loads(path.read_text())
+    path.write_text(json.dumps({**model, "format": fmt}))
+    return out
+
+
+EDITOR_CASES = [
+    # (port, sample shape, range, expected record fields)
+    (_port("ids", (1, 8), "int64", "source"), (1, 8), (0, 99),
+     {"kind": "int", "dtype": "int32", "range": [0, 99], "rangeGiven": True, "editable": True}),
+    (_port("ids", (1, 8), "int64", "source"), (1, 8), None,
+     {"kind": "int", "range": [-2**31, 2**31 - 1], "rangeGiven": False}),
+    (_port("ids", (1, 8), "int64", "source"), (1, 8), (-1e12, 1e12), {"range": [-2**31, 2**31 - 1]}),
+    (_port("feats", (2, 5), "float64", "source"), (2, 5), None, {"kind": "float", "dtype": "float32", "range": None}),
+    (_port("mask", (1, 8), "bool", "source"), (1, 8), None, {"kind": "bool", "dtype": "bool"}),
+    (_port("big", (1, 5000), "float32", "source"), (1, 5000), None, {"editable": False}),
+]
+
+
+@pytest.mark.parametrize("port, shape, value_range, expected", EDITOR_CASES)
+def test_editor_record(port: Port, shape: tuple[int, ...], value_range: Any, expected: dict[str, Any]) -> None:
+    record = editor_record(port, np.zeros(shape, np.float32), value_range)
+    assert record["input"] == port.name
+    assert {key: record[key] for key in expected} == expected
+
+
+def test_page_from_parity_data(converted: Converted, tmp_path: Path) -> None:
+    """Rebuilt from OUT/parity/ alone, the page holds the same samples and names the graph model."""
+    out = converted.copy(tmp_path / "site")
+    (out / "index.html").unlink()
+    html = write_demo_page_from_parity(out, model_name="again").read_text()
+    data = json.loads(html.split('id="bridge-demo-data">')[1].split("</script>")[0])
+    assert data["format"] == "graph" and data["model"]["url"] == "web_model/model.json"
+    assert data["reference"] == "PyTorch" and data["editors"] == [] and data["training"] is None
+    info = json.loads((out / SAMPLES_JSON).read_text())
+    blob = (out / SAMPLES_BIN).read_bytes()
+    np.testing.assert_array_equal(read_tensor(blob, TensorRef.from_json(info["sets"][0]["inputs"]["x"])),
+                                  converted.samples[0]["x"])
 
 
 @pytest.mark.parametrize("name, call, error", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])

@@ -23,7 +23,7 @@ from benchmarks.models import LSTMClassifier, MobileNetV2, ResNet18, Transformer
 from bridge.stages.result import Status
 
 NATIVE_STAGES = ["capture", "tf", "savedmodel", "tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl",
-                 "browser-wasm", "browser-indexeddb"]
+                 "browser-wasm", "browser-webgpu", "browser-indexeddb"]
 MAX_ABS = 1e-3  # whole networks in float32; webgl's float16-ish textures are the loosest (context.py policy)
 
 

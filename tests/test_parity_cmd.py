@@ -56,7 +56,7 @@ def test_untouched_folder_passes(out: Path, tmp_path: Path) -> None:
     statuses = {s["name"]: s["status"] for s in report["stages"]}
     assert statuses == {"onnx": "pass", "tf": "skipped", "savedmodel": "pass", "tfjs-graph": "pass",
                         "tfjs-node-wasm": "pass", "tfjs-node-cpu": "pass", "browser-webgl": "skipped",
-                        "browser-wasm": "skipped", "browser-indexeddb": "skipped"}
+                        "browser-wasm": "skipped", "browser-webgpu": "skipped", "browser-indexeddb": "skipped"}
     for stage in report["stages"]:
         for output in stage["outputs"]:
             assert output["max_abs"] < 1e-5, (stage["name"], output)

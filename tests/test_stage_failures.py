@@ -105,7 +105,8 @@ def test_the_onnx_fallback_says_it_baked_in_a_branch(tmp_path: Path) -> None:
 
 @pytest.mark.node
 @pytest.mark.parametrize("session, stages", [("tfjs-node", ["tfjs-node-wasm"]),
-                                             ("chromium", ["browser-webgl", "browser-wasm", "browser-indexeddb"])])
+                                             ("chromium", ["browser-webgl", "browser-wasm", "browser-webgpu",
+                                                           "browser-indexeddb"])])
 def test_a_runtime_session_that_raises_fails_its_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         session: str, stages: list[str]) -> None:
     import bridge

@@ -23,8 +23,8 @@ from bridge.stages.result import StageResult, Status, overall_status, stages_ok
 from test_bisect import SPEC, make_net
 
 ROOT = Path(__file__).resolve().parents[1]
-WEB = ("tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl", "browser-wasm")
-BROWSER = ("browser-webgl", "browser-wasm", "browser-indexeddb")
+WEB = ("tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl", "browser-wasm", "browser-webgpu")
+BROWSER = ("browser-webgl", "browser-wasm", "browser-webgpu", "browser-indexeddb")
 
 # ------------------------------------------------------------------------------------------------ plans (unit)
 
@@ -61,7 +61,7 @@ def test_every_stage_name_is_declared_once() -> None:
     names = [s.name for s in plan_module.STAGES]
     assert len(names) == len(set(names))
     web = [s for s in plan_module.STAGES if {Artifact.WEB_MODEL, Artifact.LAYERS_MODEL} & set(s.judges)
-           and s.tolerance is not TolerancePolicy.EXACT and s.name != "tfjs-layers-fit"]
+           and s.tolerance is not TolerancePolicy.EXACT and s.name not in ("tfjs-layers-fit", "train-step")]
     assert {s.name for s in web} == {"tfjs-graph", *WEB, "tfjs-layers", "tfjs-layers-node-wasm",
                                      "tfjs-layers-node-cpu", "browser-layers-webgl", "browser-layers-wasm"}
     assert all(s.tolerance is TolerancePolicy.WEB for s in web)  # quantization widens every web stage alike

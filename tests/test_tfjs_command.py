@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.node, pytest.mark.browser]
 
 LAYERS = ["tfjs-layers", "tfjs-layers-node-wasm", "tfjs-layers-node-cpu", "tfjs-layers-fit", "browser-layers-webgl",
           "browser-layers-wasm", "browser-layers-indexeddb"]
-GRAPH = ["tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl", "browser-wasm", "browser-indexeddb"]
+GRAPH = ["tfjs-graph", "tfjs-node-wasm", "tfjs-node-cpu", "browser-webgl", "browser-wasm", "browser-webgpu",
+         "browser-indexeddb"]
 DEFAULT_TIER = {("sequential_dense", "h5", "layers"), ("conv_branches", "keras", "layers"),
                 ("embedding_rnn", "keras_saved_model", "layers"), ("shared_layers", "h5", "graph"),
                 ("norms_activations", "keras", "graph")}

@@ -1,18 +1,26 @@
 """The demo page bridge writes next to a converted model: `OUT/index.html` (from templates/index.html.j2).
 
 The page is static and offline: it loads TF.js from `OUT/tfjs/` (copied from the pinned npm packages), the model
-from the web model folder, and the bundled sample inputs and PyTorch reference outputs from `sample_inputs.bin`
-(described by `sample_inputs.json`), all by relative URL, so any static file server (or `bridge serve OUT`) can host
-it. It shows the model's signature and metadata, runs the samples on the chosen backend (webgl, wasm, cpu) with
-timings and the max |Δ| against PyTorch, takes a picture for image inputs with the recorded preprocessing, and keeps
-the model in IndexedDB under a key derived from a hash of the model files, so a reload uses the cached copy unless
-the model changed.
+from the web model folder (a graph model, `tf.loadGraphModel`, or a layers model, `tf.loadLayersModel`), and the
+bundled sample inputs and reference outputs from `sample_inputs.bin` (described by `sample_inputs.json`), all by
+relative URL, so any static file server (or `bridge serve OUT`) can host it. It shows the model's signature and
+metadata, runs the samples on the chosen backend (webgl, wasm, cpu, and webgpu where the browser has an adapter
+and the webgpu build was copied) with timings and the max |Δ| against the reference, takes a picture for image
+inputs with the recorded preprocessing, shows every other input's sample values in an editor (edit, validate,
+run), and keeps the model in IndexedDB under a key derived from a hash of the model files, so a reload uses the
+cached copy unless the model changed. For a layers model it adds a panel that trains the model on the samples
+and saves it with `model.save()` (IndexedDB, localStorage, downloads, or an upload to `bridge serve
+--accept-uploads`).
+
+`write_demo_page` takes everything explicitly (the pipeline's call); `write_demo_page_from_parity` rebuilds it
+from an output folder's stored parity data (`bridge tfjs` outputs, whose model.json is at the folder's root).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -37,9 +45,21 @@ SAMPLES_JSON = "sample_inputs.json"
 MAX_SAMPLE_BYTES = 16 * 1024 * 1024
 # Relative to the pinned node_modules folder; copied flat into OUT/tfjs/. Only the single-threaded wasm builds:
 # the threaded one needs cross-origin isolation headers a plain static host does not send.
-TFJS_FILES = ("@tensorflow/tfjs/dist/tf.min.js", "@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js",
+# tf.fesm.min.js: TF.js as one ES module, for pages that import the generated model.js through an import map.
+TFJS_FILES = ("@tensorflow/tfjs/dist/tf.min.js", "@tensorflow/tfjs/dist/tf.fesm.min.js",
+              "@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js",
               "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm",
               "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm")
+# Copied when installed (the page then offers webgpu where the browser has an adapter); the page works without it.
+WEBGPU_FILE = "@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js"
+MODEL_FORMATS = {"graph-model": "graph", "layers-model": "layers"}
+# Inputs with more values than this are shown, not edited, in the page's input editor.
+MAX_EDIT_VALUES = 4096
+INT32_RANGE = (-2**31, 2**31 - 1)
+REFERENCE_NAMES = {"pytorch": "PyTorch", "onnxruntime": "onnxruntime", "tensorflow": "TensorFlow",
+                   "keras": "Keras"}
+TRAINING = {"epochs": 5, "learningRate": 0.01, "optimizers": ["adam", "sgd"],
+            "losses": ["meanSquaredError", "meanAbsoluteError"]}
 IMAGE_CHANNELS = (1, 3, 4)
 DEFAULT_RANGE = (0.0, 1.0)
 TIMED_RUNS = 5
@@ -48,7 +68,9 @@ TIMED_RUNS = 5
 def write_demo_page(out_dir: Path, *, web_model: Path, input_ports: Sequence[Port], output_ports: Sequence[Port],
                     samples: Sequence[Mapping[str, np.ndarray]], reference: Sequence[Mapping[str, np.ndarray]],
                     model_name: str, preprocessing: Mapping[str, Mapping[str, Any]] | None = None,
-                    atol: float = 1e-4, rtol: float = 1e-3) -> Path:
+                    atol: float = 1e-4, rtol: float = 1e-3,
+                    input_ranges: Mapping[str, tuple[float | None, float | None]] | None = None,
+                    reference_name: str = "PyTorch") -> Path:
     """Write `out_dir/index.html`, `out_dir/tfjs/` and the bundled samples; return the page's path.
 
     `web_model` is the folder holding model.json (it must be inside `out_dir`, so the page can reach it by a
@@ -56,7 +78,10 @@ def write_demo_page(out_dir: Path, *, web_model: Path, input_ports: Sequence[Por
     `bridge.interface.to_web_samples` gives them), keyed by port name. `preprocessing` optionally overrides, per
     image input name, the picture preprocessing: ``range`` ([lo, hi] the 0..255 pixels are scaled to, [0, 1] by
     default), ``mean`` and ``std`` (per channel, applied after scaling). `atol`/`rtol` are the tolerances the page
-    uses to flag the max |Δ| against PyTorch.
+    uses to flag the max |Δ| against the reference. `input_ranges` gives, per integer input, the (low, high)
+    values were drawn from (``ids:1x8:int64:0..99``): the input editor refuses values outside it. `reference_name`
+    names what gave the reference outputs ("PyTorch", "Keras", ...). `web_model` may hold a graph model or a
+    layers model (then the page adds its train-and-save panel).
     """
     out_dir, web_model = Path(out_dir), Path(web_model)
     model_url = web_model_url(out_dir, web_model)
@@ -66,8 +91,10 @@ def write_demo_page(out_dir: Path, *, web_model: Path, input_ports: Sequence[Por
                          f"input set(s) and {len(reference)} output set(s))", stage=STAGE)
     data = page_data(model_json, model_url=model_url, fingerprint=model_fingerprint(web_model, model_json),
                      input_ports=input_ports, output_ports=output_ports, first_sample=samples[0],
-                     model_name=model_name, preprocessing=preprocessing or {}, tolerance=(atol, rtol))
-    copy_tfjs(out_dir / TFJS_DIR)
+                     model_name=model_name, preprocessing=preprocessing or {}, tolerance=(atol, rtol),
+                     input_ranges=input_ranges or {}, reference_name=reference_name)
+    copied = copy_tfjs(out_dir / TFJS_DIR)
+    data["webgpu"] = any(path.name == Path(WEBGPU_FILE).name for path in copied)
     sample_info = write_samples(out_dir, input_ports, output_ports, samples, reference)
     data["samples"] = {"json": SAMPLES_JSON, "count": len(sample_info["sets"]), "bundledOf": len(samples)}
     from bridge.util.templating import render
@@ -76,6 +103,40 @@ def write_demo_page(out_dir: Path, *, web_model: Path, input_ports: Sequence[Por
     page.write_text(render("index.html.j2", title=f"{model_name} · bridge demo", data=data,
                            data_json=embedded_json(data)), encoding="utf-8")
     return page
+
+
+def write_demo_page_from_parity(out_dir: Path, *, model_format: str | None = None, model_name: str | None = None,
+                                preprocessing: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Write the demo page of an output folder from what it stores: ``OUT/parity/`` (samples, reference, input
+    ranges, tolerances) and the model it names, the graph model (``web_model``) or the layers model
+    (``layers_model``, or model.json at the folder's root as `bridge tfjs` writes it). `model_format`
+    (``graph`` or ``layers``) picks one when the folder has both (default: the first the conversion wrote).
+    Returns the page's path."""
+    from bridge.parity.store import load_parity_data
+
+    out_dir = Path(out_dir)
+    stored = load_parity_data(out_dir)
+    formats = tuple(stored.web_formats) or ("graph",)
+    chosen = model_format or formats[0]
+    if chosen not in MODEL_FORMATS.values():
+        raise UsageError(f"model_format must be 'graph' or 'layers', got {chosen!r}", stage=STAGE)
+    folder = out_dir / (stored.layers_model_dir if chosen == "layers" else stored.web_model_dir)
+    model_json = read_model_json(folder)
+    try:
+        inputs, outputs = ports_from_model_json(model_json)
+    except WebModelError:
+        inputs, outputs = list(stored.input_ports), list(stored.output_ports)
+    options = stored.options
+    ranges = {s.name: (s.low, s.high) for s in stored.specs if s.low is not None or s.high is not None}
+    source = ((model_json.get("userDefinedMetadata") or {}).get("bridge") or {}).get("source")
+    return write_demo_page(out_dir, web_model=folder, input_ports=inputs, output_ports=outputs,
+                           samples=stored.interface.web_inputs(stored.samples),
+                           reference=stored.interface.web_outputs(stored.reference),
+                           model_name=model_name or Path(str(source or out_dir.resolve().name)).name,
+                           preprocessing=preprocessing,
+                           atol=options.get("atol") or 1e-4, rtol=options.get("rtol") or 1e-3,
+                           input_ranges={k: v for k, v in ranges.items() if k in {p.name for p in inputs}},
+                           reference_name=REFERENCE_NAMES.get(stored.reference_kind, stored.reference_kind))
 
 
 # ------------------------------------------------------------------------------------------------ model files
@@ -97,15 +158,15 @@ def web_model_url(out_dir: Path, web_model: Path) -> str:
 
 
 def read_model_json(web_model: Path) -> dict[str, Any]:
-    """model.json of `web_model` as data; a WebModelError when it is missing or not a graph model."""
+    """model.json of `web_model` as data; a WebModelError when it is missing or not a graph or layers model."""
     path = web_model / "model.json"
     try:
         model = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise WebModelError(f"cannot read {path}: {exc}", stage=STAGE,
                             hint="write the web model before the demo page") from exc
-    if not isinstance(model, dict) or model.get("format") != "graph-model":
-        raise WebModelError(f"{path} is not a TF.js graph model", stage=STAGE)
+    if not isinstance(model, dict) or model.get("format") not in MODEL_FORMATS:
+        raise WebModelError(f"{path} is not a TF.js graph or layers model", stage=STAGE)
     return model
 
 
@@ -143,7 +204,8 @@ def model_fingerprint(web_model: Path, model_json: Mapping[str, Any]) -> dict[st
 
 
 def copy_tfjs(target: Path) -> list[Path]:
-    """Copy the pinned TF.js browser builds the page needs into `target`; returns the copied files."""
+    """Copy the pinned TF.js browser builds the page needs into `target` (and the webgpu build when it is
+    installed); returns the copied files."""
     from bridge.runtime.node import SETUP_HINT, node_modules_dir
 
     modules = node_modules_dir()
@@ -152,7 +214,8 @@ def copy_tfjs(target: Path) -> list[Path]:
         raise MissingDependencyError(f"the TF.js browser builds are missing from {modules}", stage=STAGE,
                                      hint=SETUP_HINT, details=missing)
     target.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copyfile(modules / name, target / Path(name).name)) for name in TFJS_FILES]
+    optional = [WEBGPU_FILE] if (modules / WEBGPU_FILE).is_file() else []
+    return [Path(shutil.copyfile(modules / name, target / Path(name).name)) for name in (*TFJS_FILES, *optional)]
 
 
 def tfjs_version() -> str:
@@ -280,20 +343,50 @@ def cache_key(model_name: str, sha256: str) -> tuple[str, str]:
     return prefix, prefix + sha256[:16]
 
 
+def editor_record(port: Port, sample: np.ndarray | None,
+                  value_range: tuple[float | None, float | None] | None) -> dict[str, Any]:
+    """What the page's input editor needs for a non-image input: its kind of values (``int``, ``float``,
+    ``bool``), the integer range values must stay in (the conversion's LOW..HIGH, else int32's), and whether the
+    sample is small enough to edit."""
+    dtype = port.web_dtype
+    kind = "bool" if dtype == "bool" else ("int" if dtype.startswith(("int", "uint")) else "float")
+    count = int(np.size(sample)) if sample is not None else None
+    record: dict[str, Any] = {"input": port.name, "dtype": dtype, "kind": kind, "range": None,
+                              "editable": count is None or count <= MAX_EDIT_VALUES, "maxValues": MAX_EDIT_VALUES}
+    if kind == "int":
+        low, high = value_range or (None, None)
+        lo = INT32_RANGE[0] if low is None else max(INT32_RANGE[0], math.ceil(low))
+        hi = INT32_RANGE[1] if high is None else min(INT32_RANGE[1], math.floor(high))
+        record["range"] = [lo, hi]
+        record["rangeGiven"] = low is not None or high is not None
+    return record
+
+
 def page_data(model_json: Mapping[str, Any], *, model_url: str, fingerprint: Mapping[str, Any],
               input_ports: Sequence[Port], output_ports: Sequence[Port], first_sample: Mapping[str, np.ndarray],
               model_name: str, preprocessing: Mapping[str, Mapping[str, Any]],
-              tolerance: tuple[float, float]) -> dict[str, Any]:
+              tolerance: tuple[float, float],
+              input_ranges: Mapping[str, tuple[float | None, float | None]] | None = None,
+              reference_name: str = "PyTorch") -> dict[str, Any]:
     """Everything the page script needs, as JSON-ready data (embedded in the page)."""
+    input_ranges = input_ranges or {}
     unknown = sorted(set(preprocessing) - {p.name for p in input_ports})
     if unknown:
         raise UsageError(f"preprocessing given for unknown input(s) {', '.join(unknown)}", stage=STAGE)
+    unknown = sorted(set(input_ranges) - {p.name for p in input_ports})
+    if unknown:
+        raise UsageError(f"value ranges given for unknown input(s) {', '.join(unknown)}", stage=STAGE)
     user_meta = dict(model_json.get("userDefinedMetadata") or {})
     bridge_meta = dict(user_meta.pop("bridge", None) or {})
     prefix, key = cache_key(model_name, fingerprint["sha256"])
     images = [image_preprocessing(p, first_sample.get(p.name), preprocessing.get(p.name)) for p in input_ports]
+    editors = [editor_record(p, first_sample.get(p.name), input_ranges.get(p.name))
+               for p, image in zip(input_ports, images) if image is None]
+    model_format = MODEL_FORMATS[str(model_json.get("format"))]
     return {
         "schema": 1,
+        "format": model_format,
+        "reference": reference_name,
         "model": {"name": model_name, "url": model_url, "sha256": fingerprint["sha256"],
                   "shards": fingerprint["shards"], "weightBytes": fingerprint["weightBytes"],
                   "cacheKey": key, "cachePrefix": prefix, "needsAsync": bridge_meta.get("needsAsync"),
@@ -306,6 +399,9 @@ def page_data(model_json: Mapping[str, Any], *, model_url: str, fingerprint: Map
         "userMetadata": user_meta,
         "userMetadataText": {key: _short_json(value) for key, value in user_meta.items()},
         "preprocessing": [r for r in images if r is not None],
+        "editors": editors,
+        "training": dict(TRAINING) if model_format == "layers" else None,
+        "webgpu": False,
         "tolerance": {"atol": tolerance[0], "rtol": tolerance[1]},
         "tfjsPath": f"{TFJS_DIR}/",
         "timedRuns": TIMED_RUNS,

@@ -6,6 +6,8 @@
 // tfjs_runner.mjs, optionally saves it to IndexedDB and runs the model loaded back from there, then sets
 // window.__bridgeResult = {protocol, versions, timings, backends, indexeddb, fatal, outputs_b64}. Tensors in
 // `backends`/`indexeddb` are refs into the base64 pack `outputs_b64`, like the Node runner's outputs.bin.
+// A 'layers-save' request instead trains the layers model and saves it to each scheme (result.save; see
+// runSaveRequest).
 
 import { expectedWeightBytes, runLayersModelOnBackend, runModelOnBackend, PROTOCOL_VERSION } from './tfjs_runner.mjs';
 
@@ -252,6 +254,186 @@ function packEntry(writer, entry) {
   return packed;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Train and save (request.kind 'layers-save', bridge/runtime/browser.py: train_and_save_in_browser): fit a layers
+// model a few steps, save it with model.save() to each requested scheme, load every copy back, and report the
+// trained model's and each copy's predictions and weights, which Python compares bit for bit.
+
+const SAVE_OPTIMIZERS = {
+  sgd: (tf, spec) => tf.train.sgd(spec.learning_rate),
+  momentum: (tf, spec) => tf.train.momentum(spec.learning_rate, spec.momentum == null ? 0.9 : spec.momentum),
+  adam: (tf, spec) => tf.train.adam(spec.learning_rate),
+  rmsprop: (tf, spec) => tf.train.rmsprop(spec.learning_rate),
+  adagrad: (tf, spec) => tf.train.adagrad(spec.learning_rate),
+  adamax: (tf, spec) => tf.train.adamax(spec.learning_rate),
+  adadelta: (tf, spec) => tf.train.adadelta(spec.learning_rate),
+};
+
+/** {key: {dtype, shape, data}} as tensors, in the model's input (or output) order when the keys are its names. */
+function orderedTensors(tf, set, layers) {
+  const names = layers.map((t) => t.sourceLayer.name);
+  const keys = names.every((name) => name in set) ? names : Object.keys(set);
+  return keys.map((key) => tf.tensor(set[key].data, set[key].shape, set[key].dtype));
+}
+
+function single(tensors) {
+  return tensors.length === 1 ? tensors[0] : tensors;
+}
+
+/** predict on every input set: [[{key, tensor: {dtype, shape, data}}]] keyed by output name. */
+async function predictSets(tf, model, inputSets, keys) {
+  const names = keys && keys.length === model.outputs.length ? keys : model.outputs.map((t) => t.sourceLayer.name);
+  const sets = [];
+  for (const set of inputSets) {
+    const inputs = orderedTensors(tf, set, model.inputs);
+    const result = model.predict(single(inputs));
+    const outs = Array.isArray(result) ? result : [result];
+    const values = await Promise.all(outs.map(async (t) => ({ dtype: t.dtype, shape: [...t.shape], data: await t.data() })));
+    tf.dispose([...inputs, ...outs]);
+    sets.push(names.map((key, i) => ({ key, tensor: values[i] })));
+  }
+  return sets;
+}
+
+async function modelWeights(model) {
+  return Promise.all(model.weights.map(async (w) => {
+    const value = w.read();
+    return { key: w.originalName, tensor: { dtype: value.dtype, shape: [...value.shape], data: await value.data() } };
+  }));
+}
+
+/** compile + fit on the request's x/y (no shuffling), returning the loss per epoch. */
+async function trainModel(tf, model, fit) {
+  const make = SAVE_OPTIMIZERS[fit.optimizer && fit.optimizer.name];
+  if (!make || !fit.loss) throw new FatalError('request', 'a train-and-save request needs a loss and an optimizer');
+  model.compile({ optimizer: make(tf, fit.optimizer), loss: fit.loss.replace(/_+([a-z0-9])/g, (m, c) => c.toUpperCase()) });
+  const x = orderedTensors(tf, fit.x, model.inputs);
+  const y = orderedTensors(tf, fit.y, model.outputs);
+  try {
+    const history = await model.fit(single(x), single(y),
+      { epochs: fit.epochs || 1, batchSize: fit.batch_size || 32, shuffle: false, verbose: 0 });
+    return history.history.loss.map(Number);
+  } finally {
+    tf.dispose([...x, ...y]);
+  }
+}
+
+function isQuotaError(err) {
+  return /quota|exceeded/i.test(`${err && err.name} ${errorText(err)}`);
+}
+
+/** Resolves with the files Python puts into <input id="bridge-files"> (the downloads it caught), json first. */
+function downloadedFiles(prefix) {
+  const input = document.getElementById('bridge-files');
+  return new Promise((resolve) => {
+    input.addEventListener('change', () => {
+      const files = [...input.files];
+      files.sort((a, b) => (a.name.endsWith('.json') ? 0 : 1) - (b.name.endsWith('.json') ? 0 : 1));
+      resolve(files);
+    }, { once: true });
+    window.__bridgeAwaitFiles = { prefix, count: 2 };
+  });
+}
+
+/** Saves `model` to one scheme and returns {url, save_ms, load: () => model loaded back, answer}. */
+async function saveTo(tf, model, scheme, request) {
+  const t0 = performance.now();
+  if (scheme === 'indexeddb' || scheme === 'localstorage') {
+    const url = `${scheme}://${request.save_key}`;
+    await model.save(url);
+    return { url, save_ms: performance.now() - t0, load: () => tf.loadLayersModel(url) };
+  }
+  if (scheme === 'downloads') {
+    const url = `downloads://${request.save_key}`;
+    const files = downloadedFiles(request.save_key);
+    await model.save(url);
+    const given = await files;
+    return { url, save_ms: performance.now() - t0, files: given.map((f) => f.name),
+      load: () => tf.loadLayersModel(tf.io.browserFiles(given)) };
+  }
+  if (scheme === 'http') {
+    const url = new URL(request.upload_url, location.href).href;
+    const headers = request.upload_token ? { Authorization: `Bearer ${request.upload_token}` } : {};
+    const saved = await model.save(tf.io.http(url, { requestInit: { headers } }));
+    const answer = await saved.responses[0].json();
+    const modelUrl = new URL(answer.model, location.href).href;
+    return { url, save_ms: performance.now() - t0, answer, load: () => tf.loadLayersModel(modelUrl) };
+  }
+  throw new FatalError('request', `unknown save scheme '${scheme}'`);
+}
+
+/** One scheme: save, load back, predict and read the weights. Never throws; a full localStorage is 'skipped'. */
+async function saveAndLoadBack(tf, model, scheme, request) {
+  const out = { scheme, url: null, status: 'failed', reason: null, save_ms: null, load_ms: null, answer: null,
+    files: null, outputs: [], weights: [] };
+  let step = 'save';
+  let copy = null;
+  try {
+    const saved = await saveTo(tf, model, scheme, request);
+    Object.assign(out, { url: saved.url, save_ms: saved.save_ms, answer: saved.answer || null,
+      files: saved.files || null });
+    step = 'load';
+    const t0 = performance.now();
+    copy = await saved.load();
+    out.load_ms = performance.now() - t0;
+    step = 'run';
+    out.outputs = await predictSets(tf, copy, request.inputSets, request.output_keys);
+    out.weights = await modelWeights(copy);
+    out.status = 'ok';
+  } catch (err) {
+    const full = scheme === 'localstorage' && step === 'save' && isQuotaError(err);
+    out.status = full ? 'skipped' : 'failed';
+    out.reason = full ? `does not fit in localStorage: ${errorText(err)}` : `${step}: ${errorText(err)}`;
+  } finally {
+    if (copy !== null) copy.dispose();
+    if (scheme === 'indexeddb' || scheme === 'localstorage') {
+      await tf.io.removeModel(`${scheme}://${request.save_key}`).catch(() => undefined);
+    }
+  }
+  return out;
+}
+
+function packSaveCopy(writer, copy) {
+  const packSet = (set) => set.map(({ key, tensor }) => ({ key, ref: writer.add(tensor) }));
+  return { ...copy, outputs: copy.outputs.map(packSet), weights: packSet(copy.weights) };
+}
+
+async function runSaveRequest(tf, request, result, writer, modelUrl, inputs) {
+  const inputSets = readInputSets(request, inputs);
+  const fit = readFit(request, inputs);
+  if (!(await tf.setBackend(request.backend))) {
+    throw new FatalError('runtime', `backend '${request.backend}' failed to initialise`);
+  }
+  await tf.ready();
+  const handler = checkedHandler(tf.io.http(modelUrl, { fetchFunc: strictFetch }), modelUrl);
+  let model;
+  try {
+    model = await tf.loadLayersModel(handler);
+  } catch (err) {
+    if (err instanceof FatalError) throw err;
+    throw new FatalError('model', `tf.loadLayersModel(${modelUrl}) failed: ${errorText(err)}`);
+  }
+  const packSet = (set) => set.map(({ key, tensor }) => ({ key, ref: writer.add(tensor) }));
+  try {
+    const before = await modelWeights(model);
+    const t0 = performance.now();
+    const loss = await trainModel(tf, model, fit);
+    const fitMs = performance.now() - t0;
+    const trained = { outputs: await predictSets(tf, model, inputSets, request.output_keys),
+      weights: await modelWeights(model) };
+    const copies = [];
+    for (const scheme of request.schemes) {
+      copies.push(await saveAndLoadBack(tf, model, scheme, { ...request, inputSets }));
+    }
+    result.save = { backend: tf.getBackend(), loss, fit_ms: fitMs, before: packSet(before),
+      trained_outputs: trained.outputs.map(packSet), trained_weights: packSet(trained.weights),
+      copies: copies.map((c) => packSaveCopy(writer, c)) };
+  } finally {
+    if (model.optimizer) model.optimizer.dispose();
+    model.dispose();
+  }
+}
+
 function loadedTf() {
   const tf = globalThis.tf;
   if (tf === undefined || typeof tf.loadGraphModel !== 'function') {
@@ -263,6 +445,17 @@ function loadedTf() {
   return tf;
 }
 
+/**
+ * Registers the custom layers bridge generated for a PyTorch layers model (custom_layers.js beside model.json,
+ * listed in its metadata) before tf.loadLayersModel needs their classes.
+ */
+async function registerCustomLayers(tf, modelUrl, modelJSON) {
+  const route = ((modelJSON.userDefinedMetadata || {}).bridge || {}).layersRoute || {};
+  if (!route.customLayers) return;
+  const module = await import(new URL('custom_layers.js', modelUrl).href);
+  module.registerCustomLayers(tf);
+}
+
 async function run(request, result, writer) {
   const tf = loadedTf();
   result.versions = { tfjs: tf.version.tfjs, tfjs_backend_wasm: tf.wasm.version_wasm, user_agent: navigator.userAgent };
@@ -271,8 +464,15 @@ async function run(request, result, writer) {
   tf.wasm.setWasmPaths(new URL(request.wasm_path, location.href).href);
   tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
   const modelUrl = new URL(request.model_url, location.href).href;
+  if (request.kind === 'layers-save') {
+    await registerCustomLayers(tf, modelUrl, await readModelJSON(modelUrl, 'layers-model'));
+    const packed = await (await fetchOk(request.inputs_url, 'the packed inputs')).arrayBuffer();
+    await runSaveRequest(tf, request, result, writer, modelUrl, packed);
+    return;
+  }
   const layers = request.kind === 'layers';
   const modelJSON = await readModelJSON(modelUrl, layers ? 'layers-model' : 'graph-model');
+  if (layers) await registerCustomLayers(tf, modelUrl, modelJSON);
   const inputs = await (await fetchOk(request.inputs_url, 'the packed inputs')).arrayBuffer();
   const inputSets = readInputSets(request, inputs);
   const fit = readFit(request, inputs);

@@ -11,6 +11,7 @@ runtimes load, run and time the model the same way. Failures of the harness rais
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib.metadata
 import importlib.util
 import json
@@ -36,7 +37,10 @@ from bridge.runtime.tensor_io import pack_writer
 from bridge.demo.server import serving
 
 STAGE = "browser"
-BROWSER_BACKENDS = ("webgl", "wasm", "cpu")
+BROWSER_BACKENDS = ("webgl", "wasm", "cpu", "webgpu")
+WEBGPU_DIST = Path("@tensorflow") / "tfjs-backend-webgpu" / "dist"
+# WebGPU needs the flag in headless Chromium; without a GPU, Chromium then offers a SwiftShader adapter.
+WEBGPU_ARGS = ("--enable-unsafe-webgpu",)
 PAGE = node_rt.JS_DIR / "browser_page.html"
 PAGE_RUNNER = node_rt.JS_DIR / "browser_runner.mjs"
 CHROMIUM_HINT = "apt-get install -y chromium (or set BRIDGE_CHROMIUM to a Chromium binary)"
@@ -128,6 +132,7 @@ class _Session:
     console: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    chromium_args: tuple[str, ...] = ()  # flags this run needs on top of CHROMIUM_ARGS (WebGPU's)
 
 
 # ---------------------------------------------------------------------------------------------------- environment
@@ -276,13 +281,24 @@ def _link(link: Path, target: Path) -> None:
             shutil.copy2(target, link)
 
 
+def _args_for(backends: Sequence[str]) -> tuple[str, ...]:
+    """The Chromium flags the backends need."""
+    return WEBGPU_ARGS if "webgpu" in backends else ()
+
+
 def _build_site(site: Path, model_dir: Path, sets: list[dict[str, np.ndarray]], backends: Sequence[str],
                 fetch: Sequence[str], warmup: int, repeats: int, indexeddb: bool,
                 extra_request: Callable[[Any], dict[str, Any]] | None = None) -> None:
     """Lays out the served folder: page, runners, TF.js dist folders and the model (linked), request and inputs.
     `extra_request(pack_writer)` may add request fields (and arrays to the packed inputs)."""
     modules = node_rt.node_modules_dir()
-    shutil.copy2(PAGE, site / "index.html")
+    page = PAGE.read_text()
+    if "webgpu" in backends:  # loaded only when asked for: the page ends the run if a listed script is missing
+        _link(site / "tfjs-backend-webgpu", modules / WEBGPU_DIST)
+        page = page.replace('<script type="module" src="browser_runner.mjs">',
+                            '<script src="tfjs-backend-webgpu/tf-backend-webgpu.min.js"></script>\n'
+                            '<script type="module" src="browser_runner.mjs">')
+    (site / "index.html").write_text(page)
     _link(site / "browser_runner.mjs", PAGE_RUNNER)
     _link(site / "tfjs_runner.mjs", node_rt.RUNNER)
     _link(site / "tfjs", modules / "@tensorflow" / "tfjs" / "dist")
@@ -329,15 +345,16 @@ def _route(session: _Session, route: Any) -> None:
         route.abort("blockedbyclient")
 
 
-def _launch(playwright: Any, chromium: str, scratch: Path, deadline: _Deadline) -> Any:
+def _launch(playwright: Any, chromium: str, scratch: Path, deadline: _Deadline, *, accept_downloads: bool = False,
+            extra_args: Sequence[str] = ()) -> Any:
     """Starts Chromium with a fresh profile in `scratch`; its config and cache folders (the crash reporter's
     database among them) go there too, so nothing is written to the user's home and every Chromium process,
     crashpad included, names `scratch` on its command line."""
     env = {**os.environ, "XDG_CONFIG_HOME": str(scratch / "xdg-config"), "XDG_CACHE_HOME": str(scratch / "xdg-cache")}
     return playwright.chromium.launch_persistent_context(
         str(scratch / "profile"), executable_path=chromium, headless=True, chromium_sandbox=False,
-        args=list(CHROMIUM_ARGS), env=env, timeout=deadline.ms(), service_workers="block", handle_sigint=False,
-        handle_sigterm=False, handle_sighup=False, accept_downloads=False)
+        args=[*CHROMIUM_ARGS, *extra_args], env=env, timeout=deadline.ms(), service_workers="block",
+        handle_sigint=False, handle_sigterm=False, handle_sighup=False, accept_downloads=accept_downloads)
 
 
 def _wait_for_result(page: Any, session: _Session, deadline: _Deadline) -> dict[str, Any]:
@@ -368,8 +385,11 @@ def _playwright_errors() -> tuple[type[BaseException], type[BaseException]]:
     return Error, PlaywrightTimeout
 
 
-def _drive_chromium(chromium: str, session: _Session, scratch: Path, deadline: _Deadline) -> dict[str, Any]:
-    """Launches Chromium, runs the page and closes Chromium again, whatever happens."""
+def _drive_chromium(chromium: str, session: _Session, scratch: Path, deadline: _Deadline, *,
+                    accept_downloads: bool = False,
+                    wait: Callable[[Any, _Session, _Deadline], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Launches Chromium, runs the page (`wait`, default: until its result marker) and closes Chromium again,
+    whatever happens."""
     from playwright.sync_api import sync_playwright
 
     started = time.monotonic()
@@ -378,11 +398,12 @@ def _drive_chromium(chromium: str, session: _Session, scratch: Path, deadline: _
         context = None
         try:
             started = time.monotonic()
-            context = _launch(playwright, chromium, scratch, deadline)
+            context = _launch(playwright, chromium, scratch, deadline, accept_downloads=accept_downloads,
+                              extra_args=session.chromium_args)
             session.timings["launch"] = (time.monotonic() - started) * 1000.0
             context.route("**/*", lambda route: _route(session, route))
             page = context.pages[0] if context.pages else context.new_page()
-            return _wait_for_result(page, session, deadline)
+            return (wait or _wait_for_result)(page, session, deadline)
         finally:
             closing = time.monotonic()
             if context is not None:
@@ -394,11 +415,12 @@ def _drive_chromium(chromium: str, session: _Session, scratch: Path, deadline: _
             session.timings["close"] = (time.monotonic() - closing) * 1000.0
 
 
-def _run_session(chromium: str, session: _Session, scratch: Path, deadline: _Deadline) -> dict[str, Any]:
-    """`_drive_chromium` with Playwright's failures turned into typed errors."""
+def _run_session(chromium: str, session: _Session, scratch: Path, deadline: _Deadline,
+                 **drive: Any) -> dict[str, Any]:
+    """`_drive_chromium` (with its keywords `drive`) with Playwright's failures turned into typed errors."""
     error, timeout = _playwright_errors()
     try:
-        return _drive_chromium(chromium, session, scratch, deadline)
+        return _drive_chromium(chromium, session, scratch, deadline, **drive)
     except timeout as exc:
         step = "launch" if "launch" not in session.timings else "page"
         raise RuntimeStageError(f"Chromium did not finish within {deadline.seconds:g} s (stopped at the {step} "
@@ -463,6 +485,21 @@ def _browser_run(result: Mapping[str, Any], session: _Session, chromium_version:
                       timings=timings, console=list(session.console), blocked=list(session.blocked))
 
 
+@contextmanager
+def _workspace(timeout_s: float) -> Iterator[tuple[BrowserStatus, _Deadline, float, Path, Path]]:
+    """Chromium checked (MissingDependencyError), the time budget started, and a scratch folder holding an empty
+    `site/` to serve; the folder is removed afterwards."""
+    status = require_browser()
+    assert status.launch_path is not None
+    deadline = _Deadline(timeout_s)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bridge-browser-") as tmp:
+        scratch = Path(tmp)
+        site = scratch / "site"
+        site.mkdir()
+        yield status, deadline, started, scratch, site
+
+
 def run_in_browser(model_dir: Path, input_sets: Sequence[InputSet], *, backends: Sequence[str] = ("webgl", "wasm"),
                    fetch: Sequence[str] = (), warmup: int = 1, repeats: int = 3, indexeddb_roundtrip: bool = True,
                    timeout_s: float = 180.0) -> BrowserRun:
@@ -481,19 +518,11 @@ def run_in_browser(model_dir: Path, input_sets: Sequence[InputSet], *, backends:
         interface = _read_interface(folder)
         _check_request(input_sets, backends, fetch, interface.node_names, warmup, repeats, timeout_s)
         sets = [node_rt._normalise_set(s, interface, i) for i, s in enumerate(input_sets)]
-    status = require_browser()
-    assert status.launch_path is not None
-    chromium = status.launch_path
-    deadline = _Deadline(timeout_s)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bridge-browser-") as tmp:
-        scratch = Path(tmp)
-        site = scratch / "site"
-        site.mkdir()
+    with _workspace(timeout_s) as (status, deadline, started, scratch, site):
         _build_site(site, folder, sets, backends, fetch, warmup, repeats, indexeddb_roundtrip)
         with serving(site) as base_url:
-            session = _Session(base_url=base_url)
-            result = _run_session(chromium, session, scratch, deadline)
+            session = _Session(base_url=base_url, chromium_args=_args_for(backends))
+            result = _run_session(status.launch_path, session, scratch, deadline)
     session.timings["total"] = (time.monotonic() - started) * 1000.0
     return _browser_run(result, session, status.chromium_version)
 
@@ -518,17 +547,212 @@ def run_layers_in_browser(model_dir: Path, input_sets: Sequence[InputSet], *,
             return {"kind": "layers", "output_keys": outputs,
                     "fit": node_rt._fit_request(fit, interface, outputs, writer) if fit is not None else None}
 
-    status = require_browser()
-    assert status.launch_path is not None
-    deadline = _Deadline(timeout_s)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bridge-browser-") as tmp:
-        scratch = Path(tmp)
-        site = scratch / "site"
-        site.mkdir()
+    with _workspace(timeout_s) as (status, deadline, started, scratch, site):
         _build_site(site, folder, sets, backends, (), warmup, repeats, indexeddb_roundtrip, extra)
         with serving(site) as base_url:
-            session = _Session(base_url=base_url)
+            session = _Session(base_url=base_url, chromium_args=_args_for(backends))
             result = _run_session(status.launch_path, session, scratch, deadline)
     session.timings["total"] = (time.monotonic() - started) * 1000.0
     return _browser_run(result, session, status.chromium_version, node_rt._layers_backend_run)
+
+
+# ---------------------------------------------------------------------------------------------------- train and save
+
+SAVE_SCHEMES = ("indexeddb", "localstorage", "downloads", "http")
+SAVE_BACKENDS = ("cpu", "webgl")
+FILES_WANTED = "() => window.__bridgeResult !== undefined || window.__bridgeAwaitFiles !== undefined"
+
+
+@dataclass(frozen=True)
+class SavedCopy:
+    """The trained model saved to one scheme with ``model.save()`` and loaded back in the same page.
+
+    `status` is ``ok``, ``skipped`` (localStorage full: it did not fit) or ``failed`` (`reason` names the step:
+    ``save``, ``load``, ``run``). `outputs` and `weights` come from the copy; `identical` says they equal the
+    trained model's bit for bit. `files` holds what was written where Python can see it: the two files caught
+    from ``downloads://``, or the upload folder's files for ``http``. `answer` is the upload endpoint's reply."""
+
+    scheme: str
+    url: str | None
+    status: str
+    reason: str | None
+    save_ms: float | None
+    load_ms: float | None
+    outputs: list[dict[str, np.ndarray]]
+    weights: dict[str, np.ndarray]
+    identical: bool
+    files: dict[str, bytes] = field(default_factory=dict)
+    answer: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BrowserTrainRun:
+    """A layers model trained in Chromium (`loss` per epoch on `backend`), its weights `before` and after
+    (`trained_weights`), its predictions on the input sets after training (`trained_outputs`), and each saved
+    copy by scheme. `upload_folder` is the folder the http copy was written to (under the caller's upload folder).
+    """
+
+    backend: str
+    loss: list[float]
+    fit_ms: float
+    before: dict[str, np.ndarray]
+    trained_weights: dict[str, np.ndarray]
+    trained_outputs: list[dict[str, np.ndarray]]
+    copies: dict[str, SavedCopy]
+    upload_folder: Path | None
+    chromium_version: str | None
+    timings: dict[str, float]
+    console: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every copy that was not skipped loaded back bit-identical."""
+        return all(c.identical for c in self.copies.values() if c.status != "skipped")
+
+
+def same_bits(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
+    """True when both hold the same keys with arrays of the same dtype, shape and bytes."""
+    return a.keys() == b.keys() and all(
+        np.asarray(a[k]).dtype == np.asarray(b[k]).dtype and np.shape(a[k]) == np.shape(b[k])
+        and np.asarray(a[k]).tobytes() == np.asarray(b[k]).tobytes() for k in a)
+
+
+def _wait_with_downloads(scratch: Path, saved: dict[str, Path]) -> Callable[[Any, _Session, _Deadline],
+                                                                             dict[str, Any]]:
+    """A page wait that, when the page asks for its downloads back, saves the files Chromium downloaded into
+    `scratch/downloads/` (recorded in `saved`) and gives them to the page's file input."""
+
+    def wait(page: Any, session: _Session, deadline: _Deadline) -> dict[str, Any]:
+        downloads: list[Any] = []
+        page.on("download", lambda download: downloads.append(download))
+        page.on("console", lambda message: _console_line(session, message))
+        page.on("pageerror", lambda error: session.console.append(f"page error: {error}"))
+        page.goto(session.base_url + "/index.html", wait_until="load", timeout=deadline.ms())
+        page.wait_for_function(FILES_WANTED, timeout=deadline.ms(), polling=50)
+        wanted = page.evaluate("() => window.__bridgeAwaitFiles || null")
+        if wanted is not None:
+            while len(downloads) < int(wanted["count"]):
+                if deadline.ms() <= 1:
+                    raise RuntimeStageError(f"Chromium downloaded {len(downloads)} of {wanted['count']} files",
+                                            stage=STAGE, details=_page_details(session))
+                page.wait_for_timeout(50)
+            folder = scratch / "downloads"
+            folder.mkdir(exist_ok=True)
+            for download in downloads:
+                name = Path(download.suggested_filename).name
+                download.save_as(folder / name)
+                saved[name] = folder / name
+            page.set_input_files("#bridge-files", [str(p) for p in saved.values()])
+        page.wait_for_function(RESULT_READY, timeout=deadline.ms(), polling=50)
+        result = page.evaluate("() => window.__bridgeResult")
+        if not isinstance(result, dict):
+            raise RuntimeStageError(f"the harness page returned {type(result).__name__}, not a result", stage=STAGE)
+        return result
+
+    return wait
+
+
+def _unpack_items(items: Sequence[Mapping[str, Any]], blob: bytes) -> dict[str, np.ndarray]:
+    from bridge.runtime.tensor_io import TensorRef, read_tensor
+
+    return {str(item["key"]): read_tensor(blob, TensorRef.from_json(item["ref"])) for item in items}
+
+
+def _saved_copy(entry: Mapping[str, Any], blob: bytes, trained_outputs: list[dict[str, np.ndarray]],
+                trained_weights: dict[str, np.ndarray], files: dict[str, bytes]) -> SavedCopy:
+    outputs = [_unpack_items(s, blob) for s in entry.get("outputs") or []]
+    weights = _unpack_items(entry.get("weights") or [], blob)
+    ok = entry.get("status") == "ok"
+    identical = ok and len(outputs) == len(trained_outputs) and all(
+        same_bits(a, b) for a, b in zip(outputs, trained_outputs)) and same_bits(weights, trained_weights)
+    return SavedCopy(scheme=str(entry["scheme"]), url=entry.get("url"), status=str(entry.get("status")),
+                     reason=entry.get("reason"), save_ms=entry.get("save_ms"), load_ms=entry.get("load_ms"),
+                     outputs=outputs, weights=weights, identical=bool(identical), files=files,
+                     answer=entry.get("answer"))
+
+
+def _train_run(result: Mapping[str, Any], session: _Session, chromium_version: str | None,
+               downloaded: Mapping[str, Path], upload_root: Path | None) -> BrowserTrainRun:
+    if result.get("fatal"):
+        raise _fatal_error(result["fatal"], session)
+    blob = base64.b64decode(result.get("outputs_b64") or "")
+    save = result["save"]
+    trained_outputs = [_unpack_items(s, blob) for s in save["trained_outputs"]]
+    trained_weights = _unpack_items(save["trained_weights"], blob)
+    copies: dict[str, SavedCopy] = {}
+    upload_folder = None
+    for entry in save["copies"]:
+        files: dict[str, bytes] = {}
+        if entry["scheme"] == "downloads":
+            files = {name: path.read_bytes() for name, path in downloaded.items()}
+        answer = entry.get("answer")
+        if entry["scheme"] == "http" and upload_root is not None and isinstance(answer, dict) and answer.get("id"):
+            upload_folder = upload_root / str(answer["id"])
+            files = {p.name: p.read_bytes() for p in sorted(upload_folder.iterdir())} if upload_folder.is_dir() else {}
+        copies[entry["scheme"]] = _saved_copy(entry, blob, trained_outputs, trained_weights, files)
+    timings = dict(session.timings)
+    if (result.get("timings") or {}).get("total_ms") is not None:
+        timings["page_total"] = float(result["timings"]["total_ms"])
+    return BrowserTrainRun(backend=str(save["backend"]), loss=[float(v) for v in save["loss"]],
+                           fit_ms=float(save["fit_ms"]), before=_unpack_items(save["before"], blob),
+                           trained_weights=trained_weights, trained_outputs=trained_outputs, copies=copies,
+                           upload_folder=upload_folder, chromium_version=chromium_version, timings=timings,
+                           console=list(session.console), blocked=list(session.blocked))
+
+
+def _check_save_request(fit: node_rt.LayersFit, backend: str, schemes: Sequence[str], timeout_s: float) -> None:
+    if backend not in SAVE_BACKENDS:
+        raise UsageError(f"backend must be one of {list(SAVE_BACKENDS)}, got {backend!r}", stage=STAGE,
+                         hint="TF.js wasm has no gradient kernels for convolutions and embeddings")
+    if not schemes or len(set(schemes)) != len(schemes) or any(s not in SAVE_SCHEMES for s in schemes):
+        raise UsageError(f"schemes must be distinct names from {list(SAVE_SCHEMES)}, got {list(schemes)}",
+                         stage=STAGE)
+    if fit.loss is None or fit.optimizer is None:
+        raise UsageError("training in the browser needs a loss and an optimizer", stage=STAGE,
+                         hint="LayersFit(x, y, loss='mean_squared_error', optimizer='sgd', learning_rate=0.05)")
+    if timeout_s <= 0:
+        raise UsageError("timeout_s must be > 0", stage=STAGE)
+
+
+def train_and_save_in_browser(model_dir: Path, input_sets: Sequence[InputSet], fit: node_rt.LayersFit, *,
+                              backend: str = "cpu", schemes: Sequence[str] = SAVE_SCHEMES,
+                              upload_dir: Path | None = None, timeout_s: float = 180.0) -> BrowserTrainRun:
+    """Trains the TF.js layers model in `model_dir` in headless Chromium and saves it anywhere TF.js saves.
+
+    The page loads the model over http (``tf.loadLayersModel``) on `backend` (cpu or webgl), compiles it with
+    `fit`'s loss and optimizer and fits `fit.epochs` epochs on `fit.x`/`fit.y` without shuffling, predicts
+    `input_sets`, then for each of `schemes` calls ``model.save()``: ``indexeddb://`` and ``localstorage://``
+    (skipped when it does not fit), ``downloads://`` (the two files are caught from Chromium's download events and
+    given back to the page, which loads them with ``tf.io.browserFiles``), and ``http`` (``tf.io.http`` posting to
+    this harness's ``/upload`` endpoint, `bridge.demo.server` with ``accept_uploads``, into `upload_dir` or a
+    temporary folder, with a bearer token). Each copy is loaded back and its predictions and weights compared bit
+    for bit with the trained model's (`SavedCopy.identical`). Everything must finish within `timeout_s`.
+    """
+    folder = web_model_folder(model_dir)
+    with _as_browser_stage():
+        _, outputs, interface = node_rt._read_layers_interface(folder)
+        _check_request(input_sets, ("cpu",), (), interface.node_names, 0, 0, timeout_s)
+        _check_save_request(fit, backend, schemes, timeout_s)
+        sets = [node_rt._normalise_set(s, interface, i) for i, s in enumerate(input_sets)]
+    token = secrets.token_urlsafe(16)
+
+    def extra(writer: Any) -> dict[str, Any]:
+        with _as_browser_stage():
+            return {"kind": "layers-save", "output_keys": outputs, "backend": backend, "schemes": list(schemes),
+                    "fit": node_rt._fit_request(fit, interface, outputs, writer),
+                    "save_key": f"bridge-trained-{secrets.token_hex(6)}", "upload_url": "/upload",
+                    "upload_token": token}
+
+    with _workspace(timeout_s) as (status, deadline, started, scratch, site):
+        uploads = Path(upload_dir).resolve() if upload_dir is not None else scratch / "uploads"
+        _build_site(site, folder, sets, ("cpu",), (), 0, 0, False, extra)
+        downloaded: dict[str, Path] = {}
+        with serving(site, accept_uploads=uploads, token=token) as base_url:
+            session = _Session(base_url=base_url)
+            result = _run_session(status.launch_path, session, scratch, deadline, accept_downloads=True,
+                                  wait=_wait_with_downloads(scratch, downloaded))
+        session.timings["total"] = (time.monotonic() - started) * 1000.0
+        run = _train_run(result, session, status.chromium_version, downloaded, uploads)
+    # Without the caller's upload folder the upload lived in the temporary folder: its files are in the copy.
+    return run if upload_dir is not None else dataclasses.replace(run, upload_folder=None)

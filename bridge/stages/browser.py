@@ -62,6 +62,9 @@ def _timed(result: StageResult, seconds: float) -> StageResult:
 def _backend_stage(env: StageEnv, run: Any) -> StageResult:
     backend_run = run.backends.get(env.backend)
     seconds = ((backend_run.load_ms or 0.0) + sum(backend_run.set_ms)) / 1000 if backend_run is not None else 0.0
+    if backend_run is not None and env.backend == "webgpu" and _no_adapter(backend_run.error):
+        return StageResult(env.name, Status.SKIPPED, detail="chromium webgpu",
+                           reason=f"this Chromium offers no WebGPU adapter ({backend_run.error})")
     if backend_run is None or backend_run.error:
         reason = backend_run.error if backend_run is not None else "the backend did not run"
         return _timed(env.failed(reason, detail=f"chromium {env.backend}"), seconds)
@@ -81,3 +84,8 @@ def _indexeddb_stage(env: StageEnv, run: Any) -> StageResult:
     result = env.judge(idb.outputs, expected=env.interface.named(run.backends[idb.backend].outputs),
                        detail=f"{idb.backend}, same as http", save_ms=idb.save_ms, load_ms=idb.load_ms)
     return _timed(result, seconds)
+
+
+def _no_adapter(error: str | None) -> bool:
+    """True when the WebGPU backend could not start: no adapter, which is the browser's, not the model's."""
+    return bool(error) and ("failed to initialise" in error or "adapter" in error.lower())

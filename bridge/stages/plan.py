@@ -199,6 +199,7 @@ STAGES: tuple[Stage, ...] = (
     _node_stage("cpu"),
     _browser_stage("webgl"),
     _browser_stage("wasm"),
+    _browser_stage("webgpu"),
     Stage("browser-indexeddb", Runtime.CHROMIUM, judges=(Artifact.WEB_MODEL,), session="chromium",
           store="indexeddb", tolerance=TolerancePolicy.EXACT, select=_all(_web_format("graph"), _browser)),
     # The layers model (trainable): written from a Keras model, rebuilt in Keras, run and fitted in TF.js.
