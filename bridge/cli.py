@@ -119,6 +119,12 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
                    help="layout of 4-D image inputs in the web model (default: nhwc, what tf.browser.fromPixels "
                         "gives)")
+    p.add_argument("--image-range", type=_range, metavar="LOW..HIGH", help="image inputs: the range the page and "
+                   "the generated module scale 0..255 pixels to (default 0..1), recorded in model.json")
+    p.add_argument("--mean", type=_numbers, metavar="M[,M,M]", help="image inputs: then subtract this per channel")
+    p.add_argument("--std", type=_numbers, metavar="S[,S,S]", help="image inputs: then divide by this per channel")
+    p.add_argument("--labels", type=Path, metavar="FILE", help="class names of a classifier output, one per line (or "
+                   "a JSON list): shown by the demo page, returned by the generated module, recorded in model.json")
     p.add_argument("--web-format", default="graph", metavar="FORMATS",
                    help="graph (inference: tf.loadGraphModel), layers (trainable: tf.loadLayersModel, in "
                         "OUT/layers_model), or graph,layers (default graph)")
@@ -174,6 +180,41 @@ def _tfjs_arguments(p: argparse.ArgumentParser) -> None:
     _check_options(p, "your own sample inputs for parity (arrays named after the model's inputs)")
     _force_option(p, "an existing OUT_DIR")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow logs")
+
+
+def _range(text: str) -> tuple[float, float]:
+    """LOW..HIGH as two numbers."""
+    low, sep, high = text.partition("..")
+    try:
+        return float(low), float(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW..HIGH (e.g. -1..1)") from None
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers (one, or one per channel)."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def _read_labels(path: Path | None) -> tuple[str, ...] | None:
+    """Class names from a file: a JSON list, or one name per line."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read --labels {path}: {exc.strerror}", stage="options") from exc
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = [line.strip() for line in text.splitlines() if line.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"--labels {path} holds no list of names", stage="options",
+                         hint="one class name per line, or a JSON list of strings")
+    return tuple(value)
 
 
 def _flag(text: str) -> bool:
@@ -396,7 +437,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                            quantize=tuple(args.quantize), trust_pickle=args.trust_pickle,
                            web_formats=tuple(f.strip() for f in args.web_format.split(",") if f.strip()),
                            train_optimizer=args.train_optimizer, train_learning_rate=args.train_lr,
-                           train_loss=args.train_loss)
+                           train_loss=args.train_loss, image_range=args.image_range, mean=args.mean, std=args.std,
+                           labels=_read_labels(args.labels))
     specs = [parse_input_spec(text) for text in args.inputs]
     check_unique_names(specs)
     check_output_dir(args.out.resolve(), options.force)

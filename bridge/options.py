@@ -40,6 +40,10 @@ class ConvertOptions:
     train_optimizer: str = "sgd"  # the train-step check of a layers model: sgd or adam ...
     train_learning_rate: float = 0.01  # ... with this fixed learning rate ...
     train_loss: str | None = None  # ... and loss: cross_entropy for classifier outputs, mse otherwise
+    image_range: tuple[float, float] | None = None  # --image-range: pixels 0..255 scaled to this (default 0..1)
+    mean: tuple[float, ...] | None = None  # --mean: then per channel minus this ...
+    std: tuple[float, ...] | None = None  # --std: ... and divided by this (image inputs; page and module)
+    labels: tuple[str, ...] | None = None  # --labels: class names of a classifier output (page and module)
     time_limit: float = 1800.0  # --time-limit: seconds the reference run and each stage may take (0: no limit)
 
     def __post_init__(self) -> None:
@@ -61,6 +65,12 @@ class ConvertOptions:
                              hint="use cross_entropy or mse")
         if not self.train_learning_rate > 0:
             raise UsageError("--train-lr must be a positive number", stage="options")
+        bad_range = self.image_range is not None and not (len(self.image_range) == 2
+                                                          and self.image_range[0] < self.image_range[1])
+        if bad_range:
+            raise UsageError("--image-range must be LOW..HIGH with LOW < HIGH", stage="options", hint="e.g. -1..1")
+        if self.std is not None and not all(s > 0 for s in self.std):
+            raise UsageError("--std values must be positive", stage="options")
         formats = [f for f in self.web_formats if f not in WEB_FORMATS]
         if formats or not self.web_formats:
             raise UsageError(f"unknown web format(s) {', '.join(formats) or '(none)'}", stage="options",
@@ -74,3 +84,16 @@ class ConvertOptions:
         for value, name in ((self.atol, "atol"), (self.rtol, "rtol")):
             if value is not None and not value >= 0:
                 raise UsageError(f"--{name} must be a non-negative number", stage="options")
+
+
+def preprocessing_metadata(options: ConvertOptions, image_inputs: list[str]) -> dict[str, dict[str, object]]:
+    """The picture preprocessing given at conversion, per image input (for model.json's metadata, the demo page and
+    the generated module); empty when none was given."""
+    record: dict[str, object] = {}
+    if options.image_range is not None:
+        record["range"] = list(options.image_range)
+    if options.mean is not None:
+        record["mean"] = list(options.mean)
+    if options.std is not None:
+        record["std"] = list(options.std)
+    return {name: dict(record) for name in image_inputs} if record else {}

@@ -162,6 +162,7 @@ def run_conversion(loaded: LoadedModel, specs: list[InputSpec], samples: list[di
     check_output_dir(out_dir.resolve(), options.force)
     check_model_size(loaded.module, loaded.onnx_path, loaded.source)
     check_int32_range(specs, samples)
+    check_preprocessing(specs, options)
     with time_limit(options.time_limit, "reference", "the reference run (PyTorch on the sample inputs)"):
         names, reference = _reference(loaded, specs, samples, options)
     with atomic_output_dir(out_dir, force=options.force) as staging:
@@ -236,6 +237,18 @@ def _run_route(run: RunInputs, given: Artifacts) -> tuple[ConversionPlan, PlanRu
     _clear_staging(run.folder)
     onnx = conversion_plan("onnx", run.options)
     return onnx, run_plan(onnx.route, run, given.with_(route="onnx")), notes
+
+
+def check_preprocessing(specs: Sequence[InputSpec], options: ConvertOptions) -> None:
+    """--mean / --std give one value or one per channel of every image input (4-D float, NCHW in PyTorch), checked
+    before any work."""
+    for spec in specs:
+        if len(spec.shape) != 4 or not spec.dtype.startswith("float") or spec.shape[1] is None:
+            continue
+        for name, values in (("mean", options.mean), ("std", options.std)):
+            if values is not None and len(values) not in (1, spec.shape[1]):
+                raise UsageError(f"--{name} gives {len(values)} values; input {spec.name!r} has {spec.shape[1]} "
+                                 f"channel(s)", stage="options", hint=f"give 1 or {spec.shape[1]} value(s)")
 
 
 def _pickle_notes(loaded: LoadedModel, progress: Progress) -> list[str]:

@@ -91,7 +91,8 @@ def write_demo_page(out_dir: Path, *, web_model: Path, input_ports: Sequence[Por
                          f"input set(s) and {len(reference)} output set(s))", stage=STAGE)
     data = page_data(model_json, model_url=model_url, fingerprint=model_fingerprint(web_model, model_json),
                      input_ports=input_ports, output_ports=output_ports, first_sample=samples[0],
-                     model_name=model_name, preprocessing=preprocessing or {}, tolerance=(atol, rtol),
+                     model_name=model_name, preprocessing=preprocessing or recorded_preprocessing(model_json),
+                     tolerance=(atol, rtol),
                      input_ranges=input_ranges or {}, reference_name=reference_name)
     copied = copy_tfjs(out_dir / TFJS_DIR)
     data["webgpu"] = any(path.name == Path(WEBGPU_FILE).name for path in copied)
@@ -103,6 +104,14 @@ def write_demo_page(out_dir: Path, *, web_model: Path, input_ports: Sequence[Por
     page.write_text(render("index.html.j2", title=f"{model_name} · bridge demo", data=data,
                            data_json=embedded_json(data)), encoding="utf-8")
     return page
+
+
+def recorded_preprocessing(model_json: Mapping[str, Any]) -> dict[str, Any]:
+    """The picture preprocessing given at conversion (--image-range, --mean, --std), as model.json records it in
+    userDefinedMetadata.bridge.preprocessing (per image input); empty when none was given."""
+    meta = (model_json.get("userDefinedMetadata") or {}).get("bridge") or {}
+    recorded = meta.get("preprocessing")
+    return dict(recorded) if isinstance(recorded, Mapping) else {}
 
 
 def write_demo_page_from_parity(out_dir: Path, *, model_format: str | None = None, model_name: str | None = None,
@@ -310,7 +319,8 @@ def image_preprocessing(port: Port, sample: np.ndarray | None,
 def _per_channel(value: Any, channels: int, name: str) -> list[float] | None:
     if value is None:
         return None
-    values = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value] * channels)]
+    given = list(value) if isinstance(value, (list, tuple)) else [value]
+    values = [float(v) for v in (given * channels if len(given) == 1 else given)]  # one value: every channel
     if len(values) != channels or (name == "std" and any(v == 0 for v in values)):
         raise UsageError(f"preprocessing {name} must give {channels} value(s){' (non-zero)' if name == 'std' else ''}"
                          f", got {value!r}", stage=STAGE)

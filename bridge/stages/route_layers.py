@@ -12,6 +12,7 @@ import numpy as np
 from bridge.source.reference import to_torch_inputs
 from bridge.stages.artifacts import Produced, WebModel
 from bridge.stages.context import StageEnv
+from bridge.stages.tensorflow import user_metadata
 from bridge.stages.result import StageResult, Status
 
 CUSTOM_LAYERS = "custom_layers.js"
@@ -27,7 +28,7 @@ def write_layers_from_torch(env: StageEnv) -> Produced:
         input_names=[s.name for s in specs], output_names=list(run.output_names), layout=run.options.layout,
         dynamic_axes={s.name: tuple(a for a in s.dynamic_dims if a != 0) for s in specs if s.dynamic_dims},
         quantize=run.options.quantize, shard_size=run.options.shard_size, force=True,
-        metadata=dict(run.options.metadata))
+        metadata=user_metadata(env))
     result = write_layers_route(env.artifacts.module, to_torch_inputs(run.samples[0], specs), run.layers_model_path,
                                 options)
     extra = {"custom_layers": result.custom_layers_js is not None,

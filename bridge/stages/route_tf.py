@@ -9,6 +9,7 @@ from typing import Any
 from bridge.source.ports import Interface, Port
 from bridge.stages.artifacts import Produced, WebModel
 from bridge.stages.context import StageEnv
+from bridge.stages.tensorflow import bridge_metadata, user_metadata
 from bridge.stages.result import StageResult
 
 ROUTE = "tf"
@@ -22,10 +23,6 @@ def source_interface(source: Any) -> Interface:
     return Interface(tuple(port(s) for s in source.inputs), tuple(port(s) for s in source.outputs))
 
 
-def _bridge_metadata(env: StageEnv) -> dict[str, Any]:
-    return {"route": ROUTE, **env.interface.metadata()}
-
-
 def write_graph(env: StageEnv) -> Produced:
     """The source as a graph model in the run's web model folder."""
     from bridge.tfjs.convert import TfjsOptions
@@ -33,7 +30,7 @@ def write_graph(env: StageEnv) -> Produced:
 
     run, source = env.run, env.artifacts.tf_source
     options = TfjsOptions(quantize=run.options.quantize, shard_size=run.options.shard_size,
-                          metadata=dict(run.options.metadata), bridge_metadata=_bridge_metadata(env),
+                          metadata=user_metadata(env), bridge_metadata=bridge_metadata(env, ROUTE),
                           source=str(source.path or source.input_format), force=True,
                           control_flow_v2=run.options.control_flow_v2,
                           output_order=tuple(p.name for p in env.interface.outputs))
@@ -49,7 +46,7 @@ def write_layers(env: StageEnv) -> Produced:
 
     run, source = env.run, env.artifacts.tf_source
     options = LayersModelOptions(quantize=run.options.quantize, shard_size=run.options.shard_size, force=True,
-                                 metadata=dict(run.options.metadata), bridge_metadata=_bridge_metadata(env),
+                                 metadata=user_metadata(env), bridge_metadata=bridge_metadata(env, ROUTE),
                                  source=str(source.path or source.input_format))
     summary = write_source(source, run.layers_model_path, output_format=LAYERS_MODEL, layers_options=options)
     return Produced(env.artifacts.with_(layers_model=WebModel.read(run.layers_model_path)),

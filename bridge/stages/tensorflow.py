@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.source.ports import Interface
 from bridge.stages.artifacts import Produced, WebModel
 from bridge.stages.context import StageEnv
 from bridge.stages.result import StageResult
@@ -45,16 +44,34 @@ def write_web_model(env: StageEnv) -> Produced:
     target = run.web_model_path
     source = str(run.onnx_source) if run.onnx_source else type(artifacts.module).__name__
     options = TfjsOptions(quantize=run.options.quantize, shard_size=run.options.shard_size,
-                          metadata=dict(run.options.metadata),
-                          bridge_metadata=_bridge_metadata(artifacts.route, env.interface), source=source, force=True,
+                          metadata=user_metadata(env), bridge_metadata=bridge_metadata(env, artifacts.route),
+                          source=source, force=True,
                           control_flow_v2=run.options.control_flow_v2,
                           output_order=tuple(p.name for p in env.interface.outputs))
     convert_saved_model(artifacts.saved_model, target, options)
     return Produced(artifacts.with_(web_model=WebModel.read(target)))
 
 
-def _bridge_metadata(route: str | None, interface: Interface) -> dict[str, Any]:
-    return {"route": route, **interface.metadata()}
+def bridge_metadata(env: StageEnv, route: str | None) -> dict[str, Any]:
+    """userDefinedMetadata.bridge of a written model: the route, the ports, and the picture preprocessing given at
+    conversion (--image-range, --mean, --std) for each image input."""
+    from bridge.demo.page import image_preprocessing
+    from bridge.options import preprocessing_metadata
+
+    interface = env.interface
+    samples = env.web_inputs()[:1] or [{}]
+    images = [p.name for p in interface.inputs if image_preprocessing(p, samples[0].get(p.name)) is not None]
+    meta: dict[str, Any] = {"route": route, **interface.metadata()}
+    preprocessing = preprocessing_metadata(env.run.options, images)
+    if preprocessing:
+        meta["preprocessing"] = preprocessing
+    return meta
+
+
+def user_metadata(env: StageEnv) -> dict[str, Any]:
+    """The top-level userDefinedMetadata: the user's --metadata files, and --labels (where TF.js tools look)."""
+    options = env.run.options
+    return {**dict(options.metadata), **({"labels": list(options.labels)} if options.labels else {})}
 
 
 def check_web_graph(env: StageEnv) -> StageResult:
