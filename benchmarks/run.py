@@ -132,7 +132,7 @@ def versions() -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- conversions
 
-def _subprocess(command: list[str], log: Path, timeout_s: float) -> tuple[int | None, float]:
+def run_subprocess(command: list[str], log: Path, timeout_s: float) -> tuple[int | None, float]:
     """Runs `command` in its own process group (stdout+stderr to `log`); kills that group on timeout.
     Returns (exit code or None on timeout, wall seconds)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(
@@ -154,7 +154,8 @@ def _subprocess(command: list[str], log: Path, timeout_s: float) -> tuple[int | 
     return code, time.perf_counter() - start
 
 
-def _log_tail(log: Path, lines: int = 6) -> str:
+def log_tail(log: Path, lines: int = 6) -> str:
+    """The last `lines` lines of a log, joined on one line (at most 800 characters); "" when unreadable."""
     try:
         text = log.read_text(errors="replace").strip().splitlines()
     except OSError:
@@ -172,13 +173,13 @@ def run_conversion(model: str, route: str, plan: Plan, work: Path) -> dict[str, 
         command.append("--browser-check")
     if plan.sizes:
         command += ["--sizes", str(work / f"{model}-{route}-sizes")]
-    code, wall = _subprocess(command, log, plan.convert_timeout_s)
+    code, wall = run_subprocess(command, log, plan.convert_timeout_s)
     if code is None:
         return {"model": model, "route": route, "status": "failed", "wall_s": round(wall, 3),
                 "reason": f"timed out after {plan.convert_timeout_s:g} s and was stopped"}
     if not result_path.is_file():
         return {"model": model, "route": route, "status": "failed", "wall_s": round(wall, 3),
-                "reason": f"convert_one exited {code} without a result: {_log_tail(log)}"}
+                "reason": f"convert_one exited {code} without a result: {log_tail(log)}"}
     result = json.loads(result_path.read_text())
     result["wall_s"] = round(wall, 3)
     result["out_dir"] = str(out_dir)
@@ -193,14 +194,14 @@ def onnx_file_for(model: str, conversions: Mapping[str, Mapping[str, Any]], plan
         return Path(onnx["out_dir"], "model.onnx"), "the ONNX route's model.onnx"
     path, result_path, log = work / f"{model}-export" / "model.onnx", work / f"{model}-export.json", \
         work / f"{model}-export.log"
-    code, _ = _subprocess([sys.executable, "-m", "benchmarks.convert_one", model, "--export-onnx", str(path),
+    code, _ = run_subprocess([sys.executable, "-m", "benchmarks.convert_one", model, "--export-onnx", str(path),
                            str(result_path)], log, plan.convert_timeout_s)
     if code == 0 and result_path.is_file():
         result = json.loads(result_path.read_text())
         if result.get("status") == "ok":
             return path, f"exported separately ({result.get('exporter')} exporter)"
         return None, f"ONNX export failed: {result.get('reason')}"
-    return None, f"ONNX export failed: {_log_tail(log)}"
+    return None, f"ONNX export failed: {log_tail(log)}"
 
 
 # ---------------------------------------------------------------------------------------------------- latency
@@ -471,7 +472,8 @@ def check_targets(results: Mapping[str, Any], plan: Plan) -> list[Target]:
 
 # ---------------------------------------------------------------------------------------------------- markdown
 
-def _num(value: Any, digits: int = 1) -> str:
+def fmt_num(value: Any, digits: int = 1) -> str:
+    """A figure for a Markdown cell: "-" for none, small floats in e-notation, others with `digits` decimals."""
     if value is None:
         return "-"
     if isinstance(value, float) and (abs(value) < 1e-2 and value != 0.0):
@@ -491,23 +493,24 @@ def _conversion_rows(results: Mapping[str, Any]) -> list[str]:
             if conv.get("status") != "ok":
                 params = entry.get("parameters")
                 rows.append(f"| {model} | {f'{params:,}' if isinstance(params, int) else '-'} | {route} | "
-                            f"{conv.get('status')}: {_cell(conv.get('reason'))} | - | - | - | "
-                            f"{_num(conv.get('memory', {}).get('peak_mb'), 0)} | - | - | - |")
+                            f"{conv.get('status')}: {md_cell(conv.get('reason'))} | - | - | - | "
+                            f"{fmt_num(conv.get('memory', {}).get('peak_mb'), 0)} | - | - | - |")
                 continue
             stages = [s for s in conv.get("stages", []) if s["status"] != "skipped"]
             times = " · ".join(f"{s['name']} {s['seconds']:.1f}" for s in stages)
-            errors = " · ".join(f"{s['name']} {_num(s['max_abs'])}" + ("" if s["status"] == "pass" else
+            errors = " · ".join(f"{s['name']} {fmt_num(s['max_abs'])}" + ("" if s["status"] == "pass" else
                                                                        f" ({s['status']})") for s in stages)
             web = conv.get("web_model", {})
             rows.append(f"| {model} | {conv['parameters']:,} | {route} | {conv.get('parity')} | "
-                        f"{_num(conv.get('e2e_s'))} | {_num(conv.get('convert_s'))} | {times} | "
-                        f"{_num(conv.get('memory', {}).get('peak_mb'), 0)} | {web.get('op_count', '-')} | "
+                        f"{fmt_num(conv.get('e2e_s'))} | {fmt_num(conv.get('convert_s'))} | {times} | "
+                        f"{fmt_num(conv.get('memory', {}).get('peak_mb'), 0)} | {web.get('op_count', '-')} | "
                         f"{web.get('transposes', '-')} | {errors} |")
     return rows
 
 
-def _cell(text: Any) -> str:
-    return str(text or "").replace("|", "/").replace("\n", " ")[:200]
+def md_cell(text: Any, limit: int = 200) -> str:
+    """Text made safe for one Markdown table cell (no pipes or newlines), at most `limit` characters."""
+    return str(text or "").replace("|", "/").replace("\n", " ")[:limit]
 
 
 def _size_cell(size: int | None, want: float) -> str:
@@ -531,14 +534,14 @@ def _size_rows(results: Mapping[str, Any]) -> list[str]:
 
 def _timing_row(model: str, runtime: str, timing: Mapping[str, Any]) -> str:
     if timing.get("status") != "ok":
-        return f"| {model} | {runtime} | {timing.get('status', '-')}: {_cell(timing.get('reason'))} | | | | | |"
-    load = _num(timing.get("load_ms"))
+        return f"| {model} | {runtime} | {timing.get('status', '-')}: {md_cell(timing.get('reason'))} | | | | | |"
+    load = fmt_num(timing.get("load_ms"))
     if timing.get("load_cold_ms") is not None:
-        load += f" (cold {_num(timing['load_cold_ms'], 0)})"
+        load += f" (cold {fmt_num(timing['load_cold_ms'], 0)})"
     if timing.get("http_load_ms") is not None:
-        load += f" (http {_num(timing['http_load_ms'], 0)})"
-    return (f"| {model} | {runtime} | {_num(timing['median_ms'])} | {_num(timing['p10_ms'])} | "
-            f"{_num(timing['p90_ms'])} | {timing['runs']} | {load} | {_num(timing.get('max_abs'))} |")
+        load += f" (http {fmt_num(timing['http_load_ms'], 0)})"
+    return (f"| {model} | {runtime} | {fmt_num(timing['median_ms'])} | {fmt_num(timing['p10_ms'])} | "
+            f"{fmt_num(timing['p90_ms'])} | {timing['runs']} | {load} | {fmt_num(timing.get('max_abs'))} |")
 
 
 def _latency_rows(results: Mapping[str, Any]) -> list[str]:
@@ -551,7 +554,7 @@ def _latency_rows(results: Mapping[str, Any]) -> list[str]:
         rows.append(_timing_row(model, "PyTorch eager, CPU, 1 thread", latency.get("torch", {})))
         for route, timings in latency.get("tfjs", {}).items():
             if "skipped" in timings:
-                rows.append(f"| {model} | TF.js [{route}] | skipped: {_cell(timings['skipped'])} | | | | | |")
+                rows.append(f"| {model} | TF.js [{route}] | skipped: {md_cell(timings['skipped'])} | | | | | |")
                 continue
             for key, timing in timings.items():
                 rows.append(_timing_row(model, f"TF.js {key} [{route}]", timing))
@@ -568,7 +571,7 @@ def _ratio_rows(results: Mapping[str, Any]) -> list[str]:
         per_route = ratios.get("tfjs_over_ort", {})
         node = ", ".join(f"{v['node']:.2f} [{r}]" for r, v in per_route.items() if v.get("node")) or "-"
         chrome = ", ".join(f"{v['chromium']:.2f} [{r}]" for r, v in per_route.items() if v.get("chromium")) or "-"
-        rows.append(f"| {model} | {node} | {chrome} | {_num(ratios.get('onnx_over_native_convert'), 2)} |")
+        rows.append(f"| {model} | {node} | {chrome} | {fmt_num(ratios.get('onnx_over_native_convert'), 2)} |")
     return rows
 
 
@@ -634,11 +637,13 @@ def run_benchmark(plan: Plan, work: Path, log: Log) -> dict[str, Any]:
     return report
 
 
-def write_results(report: Mapping[str, Any], results_dir: Path, stem: str) -> tuple[Path, Path]:
-    """Writes STEM.json and STEM.md under `results_dir` (through temporary files, renamed into place)."""
+def write_results(report: Mapping[str, Any], results_dir: Path, stem: str,
+                  render: Callable[[Mapping[str, Any]], str] | None = None) -> tuple[Path, Path]:
+    """Writes STEM.json and STEM.md (`render`'s Markdown, the benchmark's by default) under `results_dir`
+    (through temporary files, renamed into place)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     paths = (results_dir / f"{stem}.json", results_dir / f"{stem}.md")
-    texts = (json.dumps(report, indent=1, default=str) + "\n", render_markdown(report))
+    texts = (json.dumps(report, indent=1, default=str) + "\n", (render or render_markdown)(report))
     for path, text in zip(paths, texts):
         temp = path.with_suffix(path.suffix + ".tmp")
         temp.write_text(text)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bridge.errors import MissingDependencyError, RuntimeStageError, UsageError, WebModelError
+from bridge.errors import MissingDependencyError, RuntimeStageError, UsageError
 from bridge.runtime import browser as browser_rt
 from bridge.runtime.browser import BrowserRun, browser_status, run_in_browser
 from bridge.runtime.node import BackendRun

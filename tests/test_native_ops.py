@@ -216,7 +216,8 @@ def test_op_case(case: OpCase, tmp_path: Path) -> None:
     module = case.make().eval()
     inputs = _inputs(case)
     names = [f"in{i}" for i in range(len(inputs))] if len(inputs) > 1 else ["x"]
-    result = rebuild_tf(module, inputs, tmp_path, input_names=names, input_layouts=case.layouts)
+    result = rebuild_tf(module, inputs, tmp_path, input_names=names, input_layouts=case.layouts,
+                        dynamic_dims=case.dynamic or None)
     for target in case.covers:
         assert target in result.op_counts, f"{target} not in the captured graph: {sorted(result.op_counts)}"
     with torch.no_grad():

@@ -188,7 +188,7 @@ def junit_problems(root: ET.Element) -> list[str]:
 def _stage(name: str, status: str, outputs: list[str], reason: str | None = None) -> dict[str, Any]:
     return {"name": name, "status": status, "seconds": 1.25, "reason": reason, "detail": "",
             "outputs": [{"name": o, "status": status, "max_abs": 0.5, "max_rel": 0.1, "cosine": 0.99, "atol": 1e-4,
-                         "rtol": 1e-3, "message": f"max |Δ| 0.5 exceeds atol"} for o in outputs]}
+                         "rtol": 1e-3, "message": "max |Δ| 0.5 exceeds atol"} for o in outputs]}
 
 
 def _report(*stages: dict[str, Any]) -> dict[str, Any]:

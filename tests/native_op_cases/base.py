@@ -73,6 +73,7 @@ class OpCase:
     rtol: float = RTOL
     max_transposes: int | None = None
     tfjs_atol: float | None = None  # TF.js's own kernels, when they round differently from TF's (say why)
+    dynamic: dict[str, dict[int, str]] = field(default_factory=dict)  # input name -> {axis: dim name} kept symbolic
 
 
 A = "aten."

@@ -76,6 +76,11 @@ CASES = [
     OpCase("clamp-tensor", lambda: Fn(lambda a, b: torch.clamp(a, min=b * 0.5) + torch.clamp(a, max=b)
                                       + torch.clamp(a, b - 1, b + 1)), [IMG, IMG], (A + "clamp.Tensor",),
            max_transposes=0),
+    # clamps of integer tensors (relative-position buckets): integer bounds keep the dtype, float ones promote
+    OpCase("clamp-int", lambda: Fn(lambda i: (i * 3 - 4).clamp(0, 5) + (i - 1).clamp(min=0) * 10
+                                   + (i * 2).clamp(max=3) * 100), [(3, 5)], (A + "clamp.default",), ints=(0,)),
+    OpCase("clamp-int-float-bounds", lambda: Fn(lambda i: i.clamp(0.5, 2.5) + (i - 2).clamp(min=-0.5) * 10),
+           [(3, 5)], (A + "clamp.default",), ints=(0,)),
     # casts, logical and bitwise ops
     OpCase("casts", lambda: Fn(_casts), [IMG], (A + "_to_copy.default",)),
     OpCase("cast-to-long-output", lambda: Fn(lambda x: (x * 3).long()), [IMG], (A + "_to_copy.default",)),

@@ -30,10 +30,12 @@ def _length(ctx: OpContext, name: str) -> str:
 
 
 @converter("aten.scaled_dot_product_attention.default", layout=LayoutPolicy.SOURCE, check=_check_sdpa,
-           emits=("BatchMatMulV2", "Mul", "Softmax", "SelectV2", "AddV2", "Range", "GreaterEqual"))
+           emits=("BatchMatMulV2", "Mul", "Softmax", "SelectV2", "AddV2", "Range", "GreaterEqual", "Any"))
 def scaled_dot_product_attention(ctx: OpContext, node: Node) -> str:
     """aten::scaled_dot_product_attention(Tensor query, Tensor key, Tensor value, Tensor? attn_mask=None,
-    float dropout_p=0.0, bool is_causal=False, *, float? scale=None, bool enable_gqa=False) -> Tensor"""
+    float dropout_p=0.0, bool is_causal=False, *, float? scale=None, bool enable_gqa=False) -> Tensor
+    (a query whose boolean mask row allows no key gives zeros, as PyTorch does since 2.5: a causal decoder with a
+    padding mask has such rows, where a softmax over equally masked scores would average every value instead)"""
     query = ctx.value("query")
     scale = ctx.arg("scale") or 1.0 / math.sqrt(query.shape[-1])
     scores = ctx.let(f"tf.linalg.matmul({ctx.t('query')}, {ctx.t('key')}, transpose_b=True) * {lit(float(scale))}",
@@ -48,4 +50,9 @@ def scaled_dot_product_attention(ctx: OpContext, node: Node) -> str:
         # PyTorch's causal mask is top-left aligned: query i sees keys 0..i
         scores = ctx.let(f"tf.where(tf.range({length})[:, None] >= tf.range({source})[None, :], {scores}, "
                          f"{_LOWEST})", "causal")
-    return f"tf.linalg.matmul(tf.nn.softmax({scores}, axis=-1), {ctx.t('value')})"
+    attended = f"tf.linalg.matmul(tf.nn.softmax({scores}, axis=-1), {ctx.t('value')})"
+    if isinstance(mask, Value) and mask.dtype == "bool":
+        attended = ctx.let(attended, "attended")
+        return (f"tf.where(tf.reduce_any({ctx.t('attn_mask')}, axis=-1, keepdims=True), {attended}, "
+                f"tf.zeros_like({attended}))")
+    return attended

@@ -167,15 +167,22 @@ def pow_scalar(ctx: OpContext, node: Node) -> str:
     return f"tf.math.pow({operand(ctx, 'self')}, {operand(ctx, 'exponent')})"
 
 
-@converter("aten.clamp.default", layout=ANY, emits=("ClipByValue", "Maximum", "Minimum"))
+@converter("aten.clamp.default", layout=ANY, emits=("ClipByValue", "Maximum", "Minimum", "Cast"))
 def clamp(ctx: OpContext, node: Node) -> str:
-    """aten::clamp(Tensor self, Scalar? min=None, Scalar? max=None) -> Tensor"""
-    low, high, x = ctx.arg("min"), ctx.arg("max"), ctx.t("self")
+    """aten::clamp(Tensor self, Scalar? min=None, Scalar? max=None) -> Tensor
+    (the bounds are literals of the output dtype: an integer tensor clamped by integers stays integer, TF
+    refuses float bounds for it; a float bound promotes an integer tensor to float, as in PyTorch)"""
+    low, high, x = ctx.arg("min"), ctx.arg("max"), operand(ctx, "self")
     if low is not None and high is not None:
-        return f"tf.clip_by_value({x}, {lit(float(low))}, {lit(float(high))})"
+        return f"tf.clip_by_value({x}, {_bound(ctx, low)}, {_bound(ctx, high)})"
     if low is not None:
-        return f"tf.maximum({x}, {lit(float(low))})"
-    return f"tf.minimum({x}, {lit(float(high))})" if high is not None else x
+        return f"tf.maximum({x}, {_bound(ctx, low)})"
+    return f"tf.minimum({x}, {_bound(ctx, high)})" if high is not None else x
+
+
+def _bound(ctx: OpContext, value: object) -> str:
+    """A clamp bound as a literal of the output dtype."""
+    return lit(float(value)) if _is_float(ctx.out().dtype) else lit(int(value))  # type: ignore[call-overload]
 
 
 @converter("aten.clamp.Tensor", layout=ANY, emits=("Maximum", "Minimum", "Cast"))

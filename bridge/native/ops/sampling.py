@@ -28,8 +28,8 @@ def _check_grid_sample(node: Node) -> str | None:
     image, grid = node.args["input"], node.args["grid"]
     if image.rank != 4 or grid.rank != 4:
         return "only 4-D input and grid (2-D sampling) convert"
-    if not static_dims(image.shape) or not static_dims(grid.shape):
-        return "dynamic size"
+    if not static_dims(image.shape[1:]):
+        return "dynamic image size (a dynamic batch converts)"
     mode = int(node.args["interpolation_mode"])
     if mode not in (0, 1):
         return f"{_MODES.get(mode, mode)} interpolation (bilinear and nearest convert)"
@@ -80,12 +80,16 @@ def _inside(tap: str, size: int) -> str:
 
 
 class _Gatherer:
-    """Reads image rows at integral (x, y) tap positions: one GatherV2 of the image flattened to [N*H*W, C]."""
+    """Reads image rows at integral (x, y) tap positions: one GatherV2 of the image flattened to [N*H*W, C]
+    (a dynamic batch N, None here, is read from the image's shape)."""
 
-    def __init__(self, ctx: OpContext, n: int, h: int, w: int, c: int) -> None:
+    def __init__(self, ctx: OpContext, n: int | None, h: int, w: int, c: int) -> None:
         self.ctx, self.h, self.w = ctx, h, w
-        self.rows = ctx.let(f"tf.reshape({ctx.t('input')}, [{n * h * w}, {c}])", "rows")
-        self.base = "" if n == 1 else ctx.let(f"tf.reshape(tf.range({n}) * {h * w}, [{n}, 1, 1])", "batch_row")
+        image = ctx.t("input")
+        self.rows = ctx.let(f"tf.reshape({image}, [{-1 if n is None else n * h * w}, {c}])", "rows")
+        batch = f"tf.shape({image})[0]" if n is None else str(n)
+        self.base = "" if n == 1 else ctx.let(
+            f"tf.reshape(tf.range({batch}) * {h * w}, [{-1 if n is None else n}, 1, 1])", "batch_row")
         self.clipped: dict[str, str] = {}
 
     def _clip(self, tap: str, size: int) -> str:
@@ -110,7 +114,9 @@ class _Gatherer:
 def grid_sampler_2d(ctx: OpContext, node: Node) -> str:
     """aten::grid_sampler_2d(Tensor input, Tensor grid, int interpolation_mode, int padding_mode,
     bool align_corners) -> Tensor   (F.grid_sample: bilinear or nearest; zeros, border or reflection padding)"""
-    n, c, h, w = (int(d) for d in first_tensor(node).shape)  # type: ignore[arg-type]
+    batch, *sizes = first_tensor(node).shape
+    c, h, w = (int(d) for d in sizes)  # type: ignore[arg-type]
+    n = None if batch is None else int(batch)
     padding, align = _PADDINGS[int(ctx.arg("padding_mode"))], bool(ctx.arg("align_corners"))
     grid = ctx.t("grid")
     ix = _unnormalized(ctx, f"{grid}[..., 0]", w, align, padding, "ix")

@@ -110,11 +110,12 @@ def sym_size(ctx: OpContext, node: Node) -> str:
 
 @converter(RELAYOUT, layout=LayoutPolicy.SOURCE, emits=("Transpose", "Reshape"))
 def relayout(ctx: OpContext, node: Node) -> str:
-    """bridge.relayout(Tensor input, Layout layout): the layout pass's conversion, as reshapes and transposes"""
+    """bridge.relayout(Tensor input, Layout layout): the layout pass's conversion, as reshapes and transposes
+    (reshapes over several dynamic axes take their symbolic sizes)"""
     value = ctx.value("input")
     assert value.layout is not None
     expr = ctx.t("input")
-    for step in conversion_steps(value.layout, node.args["layout"], value.shape):
+    for step in conversion_steps(value.layout, node.args["layout"], value.sizes):
         if step.kind == "reshape":
             expr = f"tf.reshape({expr}, {ctx.shape_list(step.arg)})"
         else:
@@ -126,30 +127,46 @@ def _pad_rule(node: Node, layout: Layout) -> Layout | None:
     return layout if layout.flat is None else None
 
 
-def _pad_list(node: Node) -> list[int]:
-    return [int(p) for p in node.args.get("pad", node.args.get("padding", []))]
+Pad = int | Value  # a pad amount: a constant, or computed from a dynamic size (Swin pads to its window)
+
+
+def _pad_list(node: Node) -> list[Pad]:
+    return [p if isinstance(p, Value) else int(p) for p in node.args.get("pad", node.args.get("padding", []))]
+
+
+def _check_constant_pad(node: Node) -> str | None:
+    return "negative padding (cropping)" if any(isinstance(p, int) and p < 0 for p in _pad_list(node)) else None
 
 
 def _check_pad(node: Node) -> str | None:
-    return "negative padding (cropping)" if any(p < 0 for p in _pad_list(node)) else None
+    if any(isinstance(p, Value) for p in _pad_list(node)):
+        return "padding computed from a dynamic size"
+    return _check_constant_pad(node)
 
 
-def _pad_pairs(ctx: OpContext, node: Node) -> list[list[int]]:
+def _pad_pairs(ctx: OpContext, node: Node) -> list[list[Pad]]:
     """PyTorch's (before, after) pads, from the last axis backwards, as TF paddings on the stored axes."""
     pad, rank = _pad_list(node), ctx.value("self").rank
-    pairs = [[0, 0] for _ in range(rank)]
+    pairs: list[list[Pad]] = [[0, 0] for _ in range(rank)]
     for i in range(len(pad) // 2):
         pairs[ctx.axis(rank - 1 - i, "self")] = [pad[2 * i], pad[2 * i + 1]]
     return pairs
 
 
-@converter("aten.constant_pad_nd.default", layout=AXES, rule=_pad_rule, emits=("PadV2", "Pad"), check=_check_pad)
+def _pads_text(ctx: OpContext, pairs: list[list[Pad]]) -> str:
+    """TF paddings in the generated source: a literal, with the expression of each symbolic pad in place."""
+    return "[" + ", ".join(f"[{ctx.sym(before)}, {ctx.sym(after)}]" for before, after in pairs) + "]"
+
+
+@converter("aten.constant_pad_nd.default", layout=AXES, rule=_pad_rule, emits=("PadV2", "Pad", "Pack"),
+           check=_check_constant_pad)
 def constant_pad_nd(ctx: OpContext, node: Node) -> str:
     """aten::constant_pad_nd(Tensor self, SymInt[] pad, Scalar value=0) -> Tensor   (F.pad, mode='constant';
-    pads are (before, after) pairs from the last axis backwards, mapped to TF axes here)"""
+    pads are (before, after) pairs from the last axis backwards, mapped to TF axes here; a pad computed from a
+    dynamic size is computed in the generated code, and must not be negative there)"""
     value = float(ctx.arg("value", 0))
     extra = f", constant_values={value!r}" if value else ""
-    return f"tf.pad({ctx.t('self')}, {_pad_pairs(ctx, node)}{extra})"
+    return f"tf.pad({ctx.t('self')}, {_pads_text(ctx, _pad_pairs(ctx, node))}{extra})"
 
 
 @converter("aten.reflection_pad1d.default", "aten.reflection_pad2d.default", "aten.reflection_pad3d.default",
@@ -270,11 +287,15 @@ def expand(ctx: OpContext, node: Node) -> str:
 
 @converter("aten.repeat.default", layout=AXES, rule=broadcast_rule, emits=("Tile",))
 def repeat(ctx: OpContext, node: Node) -> str:
-    """aten::repeat(Tensor self, SymInt[] repeats) -> Tensor"""
-    repeats = [int(r) for r in ctx.arg("repeats")]
+    """aten::repeat(Tensor self, SymInt[] repeats) -> Tensor
+    (a repeat count computed from a dynamic size, e.g. `batch * heads // heads`, makes the multiples a tf.stack)"""
+    repeats = list(ctx.arg("repeats"))
     value, out = ctx.value("self"), ctx.out()
     x = ctx.t("self")
     if value.rank < out.rank:
         x = f"tf.reshape({x}, {ctx.shape_list([1] * (out.rank - value.rank) + list(value.shape))})"
     assert out.layout is not None
-    return f"tf.tile({x}, {[repeats[p] for p in out.layout.perm]})"
+    multiples = [repeats[p] for p in out.layout.perm]
+    if all(isinstance(r, int) for r in multiples):
+        return f"tf.tile({x}, {multiples})"
+    return f"tf.tile({x}, tf.stack([{', '.join(ctx.sym(r) for r in multiples)}]))"
