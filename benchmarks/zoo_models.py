@@ -37,6 +37,11 @@ MAX_POSITIONS = 256  # the default dynamic lengths go up to 128 (+2 for RoBERTa-
 # --dynamic-sizes for image sides: traced at a typical size (64: every stage of a 32x-downsampling net is more
 # than 1 pixel, so torch.export specializes no axis to 1), then an odd and a larger size
 IMAGE_SIZES = ("64,47,96",)
+# Models whose code branches on a size (Swin's window padding guards h % 2 == 0; MobileNetV2's TF-style padding
+# turns sizes into Python ints, frozen for the example, and torch.export bounds the side to >= 64): sides that are
+# multiples of 32 from 64 up keep every branch the example took, which is what the captured program holds for (an
+# odd side is refused by name at capture)
+EVEN_IMAGE_SIZES = ("64,96,128",)
 # Random weights at transformers' default scale (0.02) leave some heads' outputs near 1e-3 or below, where an
 # absolute tolerance of 1e-4 checks little: these models get a larger one, so their outputs are of order 0.1-10.
 WIDE_INIT = 0.1
@@ -66,6 +71,10 @@ class Expect:
 
 
 PASS = Expect()
+# TF.js WebGPU on SwiftShader (this machine's only adapter) loses its device on the GQA decoders' graphs:
+# "mapAsync ... A valid external Instance reference no longer exists" (WebGL and wasm pass)
+WEBGPU_DEVICE_LOST = Expect(failing=("browser-webgpu",),
+                            why="TF.js WebGPU on SwiftShader loses its device on this graph (WebGL, wasm pass)")
 
 
 @dataclass(frozen=True)
@@ -604,22 +613,32 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in [
     _model("gpt_neo", "decoder", "transformers GPTNeoForCausalLM", gpt_neo, IDS_STATIC, IDS_DYNAMIC),
     _model("opt", "decoder", "transformers OPTForCausalLM", opt, IDS_STATIC, IDS_DYNAMIC),
     _model("bloom", "decoder", "transformers BloomForCausalLM", bloom, IDS_STATIC, IDS_DYNAMIC),
-    _model("llama", "decoder", "transformers LlamaForCausalLM", llama, IDS_STATIC, IDS_DYNAMIC),
-    _model("qwen2", "decoder", "transformers Qwen2ForCausalLM", qwen2, IDS_STATIC, IDS_DYNAMIC),
-    _model("mistral", "decoder", "transformers MistralForCausalLM", mistral, IDS_STATIC, IDS_DYNAMIC),
+    _model("llama", "decoder", "transformers LlamaForCausalLM", llama, IDS_STATIC, IDS_DYNAMIC,
+           static_expect=WEBGPU_DEVICE_LOST, dynamic_expect=WEBGPU_DEVICE_LOST),
+    _model("qwen2", "decoder", "transformers Qwen2ForCausalLM", qwen2, IDS_STATIC, IDS_DYNAMIC,
+           static_expect=WEBGPU_DEVICE_LOST, dynamic_expect=WEBGPU_DEVICE_LOST),
+    _model("mistral", "decoder", "transformers MistralForCausalLM", mistral, IDS_STATIC, IDS_DYNAMIC,
+           static_expect=WEBGPU_DEVICE_LOST, dynamic_expect=WEBGPU_DEVICE_LOST),
     # vision
     _model("vit", "vision", "transformers ViTModel", vit, IMAGE_STATIC),
     _model("vit_any_size", "vision", "transformers ViTModel, interpolate_pos_encoding", vit_any_size,
-           IMAGE_STATIC, IMAGE_DYNAMIC, dynamic_sizes=IMAGE_SIZES),
+           IMAGE_STATIC, IMAGE_DYNAMIC, dynamic_sizes=IMAGE_SIZES,
+           dynamic_expect=Expect(route="onnx", native_reason="_operator.truediv", error="ExportError",
+                                 why="bicubic resizing to a computed size decomposes into float scale factors "
+                                     "(size / size), which the native route does not compute; onnx2tf cannot "
+                                     "convert the ONNX export's Shape node")),
     _model("deit", "vision", "transformers DeiTForImageClassificationWithTeacher", deit, IMAGE_STATIC),
     _model("swin", "vision", "transformers SwinModel", swin, IMAGE_STATIC, IMAGE_DYNAMIC,
-           dynamic_sizes=IMAGE_SIZES),
+           dynamic_sizes=EVEN_IMAGE_SIZES,
+           dynamic_expect=Expect(failing=("browser-webgpu",),
+                                 why="TF.js WebGPU reads a computed reshape target back as zeros on SwiftShader "
+                                     "(\"Size(16384) must match the product of shape 0,0,0,0\"); WebGL, wasm pass")),
     _model("convnext", "vision", "transformers ConvNextForImageClassification", convnext, ("pixel_values:1x3x64x64",),
            IMAGE_DYNAMIC, dynamic_sizes=IMAGE_SIZES),
     _model("resnet", "vision", "transformers ResNetModel", resnet, ("pixel_values:1x3x64x64",), IMAGE_DYNAMIC,
            dynamic_sizes=IMAGE_SIZES),
     _model("mobilenet_v2", "vision", "transformers MobileNetV2Model", mobilenet_v2, ("pixel_values:1x3x64x64",),
-           IMAGE_DYNAMIC, dynamic_sizes=IMAGE_SIZES),
+           IMAGE_DYNAMIC, dynamic_sizes=EVEN_IMAGE_SIZES),
     _model("regnet", "vision", "transformers RegNetModel", regnet, ("pixel_values:1x3x64x64",), IMAGE_DYNAMIC,
            dynamic_sizes=IMAGE_SIZES),
     _model("segformer", "vision", "transformers SegformerForSemanticSegmentation", segformer,
@@ -634,7 +653,10 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in [
            (f"input_features:1x{WHISPER_MELS}x{2 * WHISPER_POSITIONS}",),
            (f"input_features:?x{WHISPER_MELS}x{2 * WHISPER_POSITIONS}",)),
     # multimodal
-    _model("clip_text", "multimodal", "transformers CLIPTextModel", clip_text, TEXT_STATIC, TEXT_DYNAMIC),
+    _model("clip_text", "multimodal", "transformers CLIPTextModel", clip_text, TEXT_STATIC, TEXT_DYNAMIC,
+           dynamic_expect=Expect(failing=("browser-webgpu",),
+                                 why="the pooler takes input_ids.argmax(-1); random ids tie, and TF.js WebGPU's ArgMax "
+                                     "picks another of the tied positions on long rows (measured at 130 tokens)")),
     _model("clip_vision", "multimodal", "transformers CLIPVisionModel", clip_vision, IMAGE_STATIC,
            ("pixel_values:?x3x32x32",)),
     # hand-written common kinds

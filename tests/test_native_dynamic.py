@@ -389,3 +389,105 @@ def test_small_model_with_dynamic_length(case: SmallCase, tmp_path: Path) -> Non
     sets = [[rng.standard_normal((2, t, 8)).astype(np.float32)] for t in case.lengths]
     result = rebuild(module, sets[0], tmp_path, ["x"], {"x": {1: "length"}})
     check_tf(result, module, sets, TOL)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Captures that hold only at the example's size are refused before anything is built
+
+class PadsToEven(nn.Module):
+    """Pads the last axis to an even length with a Python int computed from the size: strict torch.export keeps
+    the axis symbolic but freezes the pad it computed for the example (0 at 8)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = 1 if int(x.shape[-1]) % 2 else 0
+        return F.pad(x, (0, pad)) * 2
+
+
+class Doubles(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+@pytest.mark.parametrize("model,lengths,refused", [
+    (PadsToEven, (8, 12), False),        # every sample takes the example's branch: the capture holds
+    (PadsToEven, (8, 7), True),          # 7 is odd: the frozen pad would give length 7, PyTorch gives 8
+    (Doubles, (8, 7), False),
+])
+def test_captures_that_hold_only_at_the_example_size_are_refused(model: type[nn.Module], lengths: tuple[int, ...],
+                                                                 refused: bool, tmp_path: Path) -> None:
+    from bridge.errors import CaptureError
+
+    module = model().eval()
+    samples = [torch.randn(1, n) for n in lengths]
+    reference = [[tuple(module(s).shape)] for s in samples]
+    shapes = [{"x": tuple(s.shape)} for s in samples]
+    build = lambda: rebuild_tf(module, [samples[0]], tmp_path, input_names=["x"], dynamic_dims={"x": {1: "n"}},  # noqa: E731
+                               sample_shapes=shapes, reference_shapes=reference)
+    if not refused:
+        model_tf = build()
+        for sample, want in zip(samples, reference):
+            assert tuple(model_tf.run([sample.numpy()])[model_tf.outputs[0].name].shape) == want[0]
+        return
+    with pytest.raises(CaptureError, match="fixes the dynamic dimension|example's sizes only|Guard failed"):
+        build()
+    assert not (tmp_path / "tf_model.py").exists()
+
+
+@pytest.mark.parametrize("sizes,problem", [
+    ([{"x": (1, 70)}], None),
+    ([{"x": (1, 70)}, {"x": (1, 47)}], "sample 1: x axis 1 is 47, outside 64.."),
+    ([{"x": (1, 300)}], "sample 0: x axis 1 is 300, outside 64..256"),
+])
+def test_sample_sizes_outside_the_captured_range_are_refused(sizes: list[dict[str, tuple[int, ...]]],
+                                                             problem: str | None) -> None:
+    from bridge.errors import CaptureError
+    from bridge.native.capture import check_sample_sizes
+
+    ranges = {("x", 1): (64, 256.0)} if any(s["x"][1] == 300 for s in sizes) else {("x", 1): (64, float("inf"))}
+    if problem is None:
+        check_sample_sizes(ranges, sizes)
+        return
+    with pytest.raises(CaptureError) as caught:
+        check_sample_sizes(ranges, sizes)
+    assert problem in "\n".join(caught.value.details)
+
+
+class EvenOnly(nn.Module):
+    """Branches on a size's parity with a SymInt (no int()): torch.export records the guard `x.size()[1] % 2 == 0`
+    for an even example and the captured program holds only for even lengths."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] % 2 == 0:
+            return x.reshape(x.shape[0], -1, 2).sum(-1)
+        return x
+
+
+@pytest.mark.parametrize("lengths,refused", [((8, 12, 30), False), ((8, 12, 7), True)])
+def test_samples_that_break_a_recorded_guard_are_refused(lengths: tuple[int, ...], refused: bool,
+                                                         tmp_path: Path) -> None:
+    from bridge.errors import CaptureError
+
+    module = EvenOnly().eval()
+    samples = [torch.randn(1, n) for n in lengths]
+    build = lambda: rebuild_tf(module, [samples[0]], tmp_path, input_names=["x"], dynamic_dims={"x": {1: "n"}},  # noqa: E731
+                               sample_shapes=[{"x": tuple(s.shape)} for s in samples],
+                               reference_shapes=[[tuple(module(s).shape)] for s in samples])
+    if not refused:
+        build()
+        return
+    with pytest.raises(CaptureError) as caught:
+        build()
+    assert "sample 2 (1x7)" in "\n".join(caught.value.details) and "% 2 == 0" in "\n".join(caught.value.details)
+
+
+@pytest.mark.parametrize("reference,mismatch", [
+    ([[(1, 8)], [(1, 7)]], None),
+    ([[(1, 8)], [(1, 8)]], "sample 1: output 0 would have shape [1, 7], PyTorch's has [1, 8]"),
+])
+def test_output_shapes_are_evaluated_at_each_sample(reference: list[list[tuple[int, ...]]],
+                                                    mismatch: str | None) -> None:
+    from bridge.native.capture import capture, output_shape_mismatches
+
+    captured = capture(Doubles().eval(), (torch.randn(1, 8),), keep=[], dynamic_dims={0: {1: "n"}})
+    found = output_shape_mismatches(captured.program, ["x"], [{"x": (1, 8)}, {"x": (1, 7)}], reference)
+    assert found == ([] if mismatch is None else [mismatch])

@@ -610,3 +610,72 @@ def test_signature_and_folder_errors(small_model: Path, tmp_path: Path) -> None:
     assert "other" in str(info.value) and "serving_default" in str(info.value)
     with pytest.raises(ModelLoadError):
         optimize_for_tfjs(tmp_path / "nothing-here")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small constants: shared per reader role, never across roles
+
+def _const_roles(graph_def: graph_pb2.GraphDef) -> dict[str, set[tuple[str, int]]]:
+    """For each Const: the (reader op, input index) roles it serves."""
+    consts = {n.name for n in graph_def.node if n.op == "Const"}
+    roles: dict[str, set[tuple[str, int]]] = {}
+    for node in graph_def.node:
+        for k, ref in enumerate(node.input):
+            parsed = parse_ref(ref)
+            if not parsed.control and parsed.node in consts:
+                roles.setdefault(parsed.node, set()).add((node.op, k))
+    return roles
+
+
+def _range_and_add(x: Any) -> Any:
+    """One Const 1 read as a Range's step (on the CPU in TF.js) and as an AddV2 operand (uploaded on WebGPU)."""
+    one = tf.constant(1, tf.int32)
+    positions = tf.range(0, tf.shape(x)[0], one) + one
+    return x * tf.cast(positions, tf.float32)
+
+
+def test_small_constants_are_shared_per_role_only() -> None:
+    gd = graph_of(_range_and_add, (None,))
+    mixed = [name for name, roles in _const_roles(gd).items() if len(roles) > 1]
+    assert mixed, "the input graph must share one Const across roles, or this test proves nothing"
+    optimized = optimize_graph_def(gd, X_INFO, OUT_INFO)
+    assert {name: roles for name, roles in _const_roles(optimized).items() if len(roles) > 1} == {}
+    assert ops(optimized).count("Range") == 1
+    x = RNG.standard_normal(7).astype(np.float32)
+    np.testing.assert_allclose(run(optimized, x), x * np.arange(1, 8, dtype=np.float32), atol=ATOL, rtol=RTOL)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Softmax over float32-minimum masks: spelled out (TF.js WebGL/WebGPU get fully hidden rows wrong)
+
+FLOAT32_MIN = float(np.finfo(np.float32).min)
+
+
+def _masked_scores(x: Any, fill: float) -> Any:
+    """Rows 0 and 2 of every batch hidden entirely, column 1 hidden everywhere else."""
+    hide = tf.constant(np.array([[1, 1, 1, 1], [0, 1, 0, 0], [1, 1, 1, 1]], bool))
+    return tf.nn.softmax(tf.where(hide, tf.constant(fill, tf.float32), x), axis=-1)
+
+
+@pytest.mark.parametrize("fill,spelled_out", [
+    (FLOAT32_MIN, True),
+    (-1e30, True),
+    (-1e4, False),  # a fill TF.js handles: the single fused Softmax stays
+])
+def test_masked_softmax_is_spelled_out(fill: float, spelled_out: bool) -> None:
+    gd = graph_of(lambda x: _masked_scores(x, fill), (2, 3, 4))
+    optimized = optimize_graph_def(gd, X_INFO, OUT_INFO)
+    assert ("Softmax" not in ops(optimized)) == spelled_out
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    got = run(optimized, x)
+    np.testing.assert_allclose(got, run(gd, x), atol=1e-6, rtol=1e-6)
+    if fill <= -1e30:
+        np.testing.assert_allclose(got[:, 0], 0.25, atol=1e-7)  # a hidden row: every key the same weight
+        assert np.all(got[:, 1, 1] == 0.0)
+
+
+def test_masked_softmax_numbers_differ_from_the_webgl_formula() -> None:
+    """The check above can fail: TF.js WebGL's exp(x - logSumExp(x)) gives a hidden row all ones, not 1/n."""
+    row = np.full(4, FLOAT32_MIN, np.float32)
+    webgl_like = np.exp(row - (row.max() + np.float32(np.log(np.exp(row - row.max()).sum()))))
+    assert not np.allclose(webgl_like, 0.25, atol=1e-7)

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from bridge.errors import BridgeError, CaptureError, ConversionError, UsageError
-from bridge.native.capture import build_graph, capture
+from bridge.util.tf_errors import tf_error_message, tf_error_node
+from bridge.native.capture import (Captured, build_graph, capture, check_sample_sizes, guard_failures,
+                                   output_shape_mismatches, size_ranges)
 from bridge.native.codegen import GeneratedModel, generate
 from bridge.native.fold import fold_weight_ops
 from bridge.native.ir import Graph, Layout
@@ -84,11 +86,38 @@ def _web_array(array: Any, info: Port) -> np.ndarray:
     return cast
 
 
+def _sound_capture(captured: Captured, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                   keep: set[str], dims_by_index: dict[int, Mapping[int, str]], strict: bool | None,
+                   names: Sequence[str], sample_shapes: Sequence[Mapping[str, tuple[int, ...]]],
+                   reference_shapes: Sequence[Sequence[tuple[int, ...]]]) -> Captured:
+    """`captured` when its output shapes agree with PyTorch's on every sample; else a non-strict capture (which
+    names the size the model's code fixes, or holds), else a CaptureError listing the disagreements."""
+    guards = guard_failures(captured.program, [[(tuple(shapes[n]), t.dtype) for n, t in zip(names, example_inputs)]
+                                               for shapes in sample_shapes if all(n in shapes for n in names)])
+    if guards:
+        raise CaptureError("torch.export captured the model for sizes the samples do not all have: the model's code "
+                           "branches on a size, and the captured program holds only on one side of it",
+                           stage="capture", details=guards,
+                           hint="give sizes that meet the condition (--dynamic-sizes), or make that dimension static")
+    problems = output_shape_mismatches(captured.program, names, sample_shapes, reference_shapes)
+    if problems and strict is None and captured.method == "torch.export strict":
+        captured = capture(module, example_inputs, keep=keep, dynamic_dims=dims_by_index, strict=False)
+        problems = output_shape_mismatches(captured.program, names, sample_shapes, reference_shapes)
+    if problems:
+        raise CaptureError(f"{captured.method} captured the model for the example's sizes only: at other sample "
+                           "sizes its outputs would not have PyTorch's shapes", stage="capture", details=problems,
+                           hint="the model's code turns a size into a Python number (int(x.shape[-1]), a branch "
+                                "on a size): make that dimension static, or compute it with tensor ops")
+    return captured
+
+
 def rebuild_tf(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], out_dir: str | Path, *,
                input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
                input_layouts: Mapping[str, str] | None = None, output_layouts: Mapping[str, str] | None = None,
                dynamic_dims: Mapping[str, Mapping[int, str]] | None = None,
-               converters: ConverterRegistry | None = None, strict: bool | None = None) -> NativeRebuild:
+               converters: ConverterRegistry | None = None, strict: bool | None = None,
+               sample_shapes: Sequence[Mapping[str, tuple[int, ...]]] = (),
+               reference_shapes: Sequence[Sequence[tuple[int, ...]]] = ()) -> NativeRebuild:
     """Rebuild `module` (put in eval mode) as generated TensorFlow source in `out_dir`: tf_model.py,
     tf_weights.safetensors and saved_model/ (made by importing and running that tf_model.py).
 
@@ -96,6 +125,9 @@ def rebuild_tf(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], 
     input is (`output_layouts` overrides). `dynamic_dims` maps an input name to {axis: dim name}, e.g.
     {"x": {0: "batch"}}. `converters` is the registry to use (default: user converters over the built-ins).
     `strict=None` captures with strict torch.export, falling back to non-strict; True/False forces one.
+    `sample_shapes` ({input name: shape} per sample) must lie in the sizes the capture holds for, and give the
+    output shapes `reference_shapes` (PyTorch's, in output order per sample); a strict capture that does not is
+    redone non-strict.
     Raises CaptureError, UnsupportedOpsError (every unsupported op at once) or ConversionError."""
     load_builtins()
     registry = converters or default_registry()
@@ -106,6 +138,9 @@ def rebuild_tf(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], 
         keep = {t for t in registry.targets() if t.startswith("aten.")}
         dims_by_index = {names.index(k): v for k, v in (dynamic_dims or {}).items() if _known(k, names)}
         captured = capture(module, example_inputs, keep=keep, dynamic_dims=dims_by_index, strict=strict)
+        check_sample_sizes(size_ranges(captured.program, names), sample_shapes)
+        captured = _sound_capture(captured, module, example_inputs, keep, dims_by_index, strict, names,
+                                  sample_shapes, reference_shapes)
         graph = build_graph(captured, name=type(module).__name__, input_names=names, output_names=output_names)
     with _timed(timings, "convert"), _typed_errors("generating", "tf"):
         fold_weight_ops(graph)
@@ -154,9 +189,9 @@ _TF_NODE = re.compile(r"\{\{node ([^}]+)\}\}|node '?([A-Za-z0-9_.\-/]+)'? ")
 def step_failure(exc: BaseException, step: str, stage: str, model_py: Path | None) -> BridgeError:
     """A CaptureError/ConversionError for an exception raised while `step` the model: the exception's first
     line, the TF node and module path it names, and the generated tf_model.py line it came from."""
-    summary = (str(exc).strip().splitlines() or [""])[0][:400]
+    summary = tf_error_message(exc)
     found = _TF_NODE.search(str(exc))
-    node = (found.group(1) or found.group(2)) if found else ""
+    node = (found.group(1) or found.group(2)) if found else tf_error_node(exc)
     module = node.rsplit("/", 1)[0] if "/" in node else ""
     details = [f"TensorFlow node {node}" + (f" (PyTorch module {module})" if module else "")] if node else []
     details += _generated_lines(exc, model_py)

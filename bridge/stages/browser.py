@@ -1,7 +1,9 @@
 """The browser stages: the web model loaded over http:// in headless Chromium and run on each backend
 (`browser-webgl`, `browser-wasm`), and storage round trips (`browser-indexeddb`: saved to IndexedDB and loaded
 back, whose outputs must be bit-identical to the http-loaded model's on the same backend). One Chromium session
-serves every browser stage of a plan."""
+serves the browser stages of a plan, except WebGPU, which gets a session of its own: when the WebGPU device is
+lost (seen on SwiftShader with some transformers) Chromium's GPU process takes the page's WebGL context with it
+and the whole session hangs, so one failing backend would fail all of them."""
 
 from __future__ import annotations
 
@@ -35,12 +37,30 @@ def run_layers_browser_session(envs: list[StageEnv]) -> list[StageResult]:
 
 
 def _session(envs: list[StageEnv], launch: Any) -> list[StageResult]:
-    """Run `launch(backends, indexeddb_roundtrip)` once for every stage of the session; one result per env."""
+    """Run `launch(backends, indexeddb_roundtrip)` once per session group (`_session_groups`); one result per env,
+    in the order of `envs`."""
     from bridge.runtime.browser import browser_status
 
     problems = browser_status().problems
     if problems:
         return [StageResult(env.name, Status.SKIPPED, reason="; ".join(problems)) for env in envs]
+    results: dict[str, StageResult] = {}
+    for group in _session_groups(envs):
+        results.update((r.name, r) for r in _group_session(group, launch))
+    return [results[env.name] for env in envs]
+
+
+def _session_groups(envs: list[StageEnv]) -> list[list[StageEnv]]:
+    """WebGPU stages apart from the others; a storage stage goes with the first group that runs a backend."""
+    webgpu = [env for env in envs if env.backend == "webgpu"]
+    others = [env for env in envs if env.backend != "webgpu"]
+    if webgpu and not any(env.backend is not None for env in others):
+        return [webgpu + others]
+    return [group for group in (others, webgpu) if group]
+
+
+def _group_session(envs: list[StageEnv], launch: Any) -> list[StageResult]:
+    """One Chromium session for `envs`: a failed launch fails each of them with its message."""
     backends = [env.backend for env in envs if env.backend is not None]
     start = time.perf_counter()
     try:

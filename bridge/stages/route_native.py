@@ -30,7 +30,11 @@ def capture(env: StageEnv) -> Produced:
                          input_names=[s.name for s in specs], output_names=run.output_names,
                          input_layouts={s.name: run.options.layout for s in specs if len(s.shape) == 4},
                          dynamic_dims={s.name: {d: f"{s.name}_dim{d}" for d in s.dynamic_dims}
-                                       for s in specs if s.dynamic_dims})
+                                       for s in specs if s.dynamic_dims},
+                         sample_shapes=[{name: tuple(array.shape) for name, array in sample.items()}
+                                        for sample in run.samples],
+                         reference_shapes=[[tuple(ref[name].shape) for name in run.output_names if name in ref]
+                                           for ref in run.reference])
     interface = Interface(tuple(replace(p, dtype=s.dtype) for p, s in zip(rebuild.inputs, specs)),
                           tuple(rebuild.outputs))
     tf_model = TfModel(rebuild.run, detail=f"native, {rebuild.transposes} Transpose",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.errors import BridgeError
+from bridge.util.tf_errors import describe_tf_error
 from bridge.stages.artifacts import Produced, WebModel
 from bridge.stages.context import StageEnv
 from bridge.stages.result import StageResult
@@ -17,8 +19,21 @@ def check_tf_model(env: StageEnv) -> StageResult:
     """The route's TF model, run in Python on every sample."""
     tf_model = env.artifacts.tf_model
     assert tf_model is not None
-    actual = [tf_model.run(sample) for sample in env.web_inputs()]
+    actual = []
+    for index, sample in enumerate(env.web_inputs()):
+        try:
+            actual.append(tf_model.run(sample))
+        except BridgeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - TF raises many types; the sample and node say where
+            return env.failed(f"TensorFlow failed on sample {index} ({_shapes(sample)}): {describe_tf_error(exc)}",
+                              detail=tf_model.detail)
     return env.judge(actual, detail=tf_model.detail, **tf_model.extra)
+
+
+def _shapes(sample: dict[str, Any]) -> str:
+    """`name 1x3x47x47, ...` for a sample."""
+    return ", ".join(f"{name} {'x'.join(str(d) for d in getattr(value, 'shape', ()))}" for name, value in sample.items())
 
 
 def check_saved_model(env: StageEnv) -> StageResult:

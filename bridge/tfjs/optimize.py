@@ -4,7 +4,7 @@ The pipeline (doc tfjs-graph-model.md section 3, plus hardening): freeze; check 
 norms; Add->BiasAdd (also out of grappler's regrouped residual sums); pin contractions to CPU and grappler pass 2
 (remap, keeping layer norms' epsilon); SAME padding the wasm backend gets wrong; drop unused control-flow
 placeholders; PReLU; depthwise fusion; activations (PReLU, ...) into fused contractions; the un-fuse guard;
-rewrites (ops JS lacks or gets wrong, Switch control edges, control inputs on list-input ops); prune; clear devices
+rewrites (ops JS lacks or gets wrong, softmax over float32-minimum masks, Switch control edges, control inputs on list-input ops); prune; clear devices
 and debug info; canonical function names; check ops and graph integrity again.
 Const nodes keep their values: the weights half (bridge.tfjs.weights) extracts them.
 
@@ -28,6 +28,7 @@ from bridge.tfjs.graph_names import (NodeRef, canonicalize_functions, format_ref
                                      parse_ref, remove_nodes)
 from bridge.tfjs.grappler import PASS1_OPTIMIZERS, PASS2_OPTIMIZERS, run_grappler
 from bridge.tfjs.op_list import DEBUG_OPS, check_ops, needs_async
+from bridge.tfjs.masked_softmax import spell_out_masked_softmax
 from bridge.tfjs.layer_norm import layer_norm_epsilons, restore_layer_norm_epsilons
 from bridge.tfjs.same_padding import spell_out_risky_same_padding
 from bridge.tfjs.rewrites import (RENAMES, REWRITES, apply_rewrites, reroute_switch_control_inputs,
@@ -139,6 +140,7 @@ def _run_passes(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorIn
     fusions.fuse_activations_into_contractions(graph_def, protected)
     fusions.unfuse_unsupported(graph_def)
     apply_rewrites(graph_def)
+    spell_out_masked_softmax(graph_def)
     split_strided_slice_shrink(graph_def)
     reroute_switch_control_inputs(graph_def)
     route_variadic_control_inputs(graph_def)
@@ -159,28 +161,65 @@ SMALL_CONSTANT_ELEMENTS = 4096
 
 
 def share_small_constants(graph_def: Any, protected: set[str]) -> int:
-    """Point readers of main-graph Consts of at most SMALL_CONSTANT_ELEMENTS elements at the first Const with the
-    same dtype, shape and value (slice bounds and shapes repeat once per step of an unrolled RNN; grappler leaves
-    them apart). Returns how many readers were rewired; the orphans are pruned after."""
-    first: dict[bytes, str] = {}
-    alias: dict[str, str] = {}
+    """Point readers of main-graph Consts of at most SMALL_CONSTANT_ELEMENTS elements at one Const per value and
+    reader role (slice bounds and shapes repeat once per step of an unrolled RNN; grappler leaves them apart).
+    Returns how many readers were rewired; the orphans are pruned after.
+
+    A role is the reader's op type and input index. One Const never serves two roles, because TF.js reads some
+    inputs on the CPU (a Range's bounds, an axis, a shape) and uploads others to the GPU: on the WebGPU backend a
+    Const that was uploaded for one reader and then read on the CPU for another reads back as zeros (measured:
+    RoBERTa with a dynamic length, "Cannot have a step of zero" in its Range ops). A Const already shared across
+    roles is copied, one copy per extra role."""
+    nodes = {n.name: n for n in graph_def.node}
+    keys = _small_const_keys(graph_def, protected)
+    owner: dict[str, tuple[str, int]] = {}  # Const -> the role it serves
+    chosen: dict[tuple[bytes, str, int], str] = {}
+    rewired = 0
+    for reader in list(graph_def.node):
+        for k, ref in enumerate(reader.input):
+            parsed = parse_ref(ref)
+            if parsed.control or parsed.node not in keys:
+                continue
+            role = (reader.op, k)
+            target = chosen.get((keys[parsed.node], *role))
+            if target is None:
+                target = _const_for_role(graph_def, nodes, parsed.node, role, owner)
+                chosen[(keys[parsed.node], *role)] = target
+            if target != parsed.node:
+                reader.input[k] = format_ref(NodeRef(target, parsed.index, parsed.control))
+                rewired += 1
+    return rewired
+
+
+def _small_const_keys(graph_def: Any, protected: set[str]) -> dict[str, bytes]:
+    """Main-graph Consts that may be shared, each with a key equal for equal dtype, shape and value."""
+    keys: dict[str, bytes] = {}
     for node in graph_def.node:
         if node.op != "Const" or node.name in protected or node.input:  # control inputs pin it to a loop frame
             continue
         tensor = node.attr["value"].tensor
         if math.prod(d.size for d in tensor.tensor_shape.dim) > SMALL_CONSTANT_ELEMENTS:
             continue
-        key = node.attr["dtype"].SerializeToString() + tensor.SerializeToString(deterministic=True)
-        alias[node.name] = first.setdefault(key, node.name)
-    rewired = 0
-    for node in graph_def.node:
-        for k, ref in enumerate(node.input):
-            parsed = parse_ref(ref)
-            target = alias.get(parsed.node, parsed.node)
-            if target != parsed.node:
-                node.input[k] = format_ref(NodeRef(target, parsed.index, parsed.control))
-                rewired += 1
-    return rewired
+        keys[node.name] = node.attr["dtype"].SerializeToString() + tensor.SerializeToString(deterministic=True)
+    return keys
+
+
+def _const_for_role(graph_def: Any, nodes: dict[str, Any], name: str, role: tuple[str, int],
+                    owner: dict[str, tuple[str, int]]) -> str:
+    """`name` itself if it serves no other role yet, else a new copy of it that serves `role`."""
+    if owner.setdefault(name, role) == role:
+        return name
+    copy_name = f"{name}/for_{role[0]}_{role[1]}"
+    suffix = 0
+    while copy_name in nodes:
+        suffix += 1
+        copy_name = f"{name}/for_{role[0]}_{role[1]}_{suffix}"
+    copy = graph_def.node.add()
+    copy.CopyFrom(nodes[name])
+    copy.name = copy_name
+    nodes[copy_name] = copy
+    owner[copy_name] = role
+    return copy_name
 
 
 def prune_dead_nodes(graph_def: Any, keep: set[str]) -> int:
