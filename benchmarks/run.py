@@ -71,6 +71,7 @@ class Plan:
     long_warmup: int = 2  # models whose run takes seconds (BenchModel.long_run), every runtime
     long_repeats: int = 10
     browser: bool = True
+    no_browser_reason: str = "browser runs disabled (--no-browser)"
     sizes: bool = True
     node_backends: tuple[str, ...] = ("wasm",)  # the TF.js Node parity check inside each conversion
     convert_browser: bool = False  # bridge's Chromium parity stages inside each conversion
@@ -232,9 +233,10 @@ def measure_latency(model: str, conversions: Mapping[str, Mapping[str, Any]], on
     from bridge.source.inputs import make_sample_inputs, parse_input_spec
 
     bench = MODELS[model]
-    if bench.long_run:  # seconds a run: fewer repetitions everywhere
-        plan = replace(plan, warmup=plan.long_warmup, repeats=plan.long_repeats,
-                       browser_repeats=min(plan.browser_repeats, plan.long_repeats))
+    if bench.long_run:  # seconds a run: fewer repetitions, Node only, TF.js on the primary route only
+        plan = replace(plan, warmup=plan.long_warmup, repeats=plan.long_repeats, browser=False,
+                       no_browser_reason=plan.no_browser_reason if not plan.browser else
+                       "long-run model: no Chromium runs (seconds a run; keeps make bench within its budget)")
     module = bench.build()
     specs = [parse_input_spec(text) for text in bench.inputs]
     names = [s.name for s in specs]
@@ -253,6 +255,9 @@ def measure_latency(model: str, conversions: Mapping[str, Mapping[str, Any]], on
         conv = conversions.get(route, {})
         if conv.get("status") != "ok":
             tfjs[route] = {"skipped": f"the {route} route did not convert: {conv.get('reason', 'not run')}"}
+            continue
+        if bench.long_run and route != primary:
+            tfjs[route] = {"skipped": f"long-run model: TF.js timed on the {primary} route's web model only"}
             continue
         tfjs[route] = tfjs_latencies(Path(conv["out_dir"]) / "web_model", sample, reference,
                                      slow_backends=route == primary and not bench.heavy, plan=plan, log=log,
@@ -278,7 +283,7 @@ def tfjs_latencies(web_model: Path, sample: Mapping[str, Any], reference: Sequen
             web_model, inputs, expected, backend="cpu", warmup=plan.cpu_warmup, repeats=plan.cpu_repeats,
             timeout_s=timeout))
     if not plan.browser:
-        found["chromium-wasm"] = lat.skipped("browser runs disabled (--no-browser)")
+        found["chromium-wasm"] = lat.skipped(plan.no_browser_reason)
         return found
     log(f"    TF.js chromium wasm [{route}]")
     found["chromium-wasm"] = lat.guarded("TF.js chromium wasm", lambda: lat.tfjs_browser_latency(
@@ -302,7 +307,7 @@ def ort_latencies(onnx_path: Path | None, note: str, sample: Mapping[str, Any], 
     found = {"node-wasm": lat.guarded("onnxruntime-web node", lambda: lat.ort_node_latency(
         onnx_path, sample, reference, warmup=plan.warmup, repeats=plan.repeats, timeout_s=timeout))}
     if not plan.browser:
-        found["chromium-wasm"] = lat.skipped("browser runs disabled (--no-browser)")
+        found["chromium-wasm"] = lat.skipped(plan.no_browser_reason)
         return found
     log("    onnxruntime-web chromium wasm")
     found["chromium-wasm"] = lat.guarded("onnxruntime-web chromium", lambda: lat.ort_browser_latency(
@@ -665,7 +670,8 @@ def _runs_note(plan: Mapping[str, Any], results: Mapping[str, Any]) -> str:
         notes.append(f"no TF.js cpu or webgl runs for {', '.join(heavy)} (minutes a run on plain JavaScript)")
     if long:
         notes.append(f"{', '.join(long)}: {plan.get('long_warmup')} warm-up + {plan.get('long_repeats')} timed runs "
-                     "on every runtime, Chromium included (seconds a run)")
+                     "(seconds a run), in Node only (no Chromium runs: its Chromium targets stay not measured) and "
+                     "TF.js on the primary route's web model only")
     return (" Exceptions: " + "; ".join(notes) + ".") if notes else ""
 
 
