@@ -299,3 +299,41 @@ def test_writer_benchmark_quick(tmp_path: Path) -> None:
     row = json.loads((tmp_path / "writer-quick.json").read_text())["rows"][0]
     assert row["targets"] == {"writer_time": True, "size": True, "no_leftovers": True}
     assert row["wasm_error"] is None and row["wasm_median_ms"] > 0
+
+
+def test_long_run_model_is_timed_in_node_only_on_its_primary_route(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    """A long-run model (seconds a run): fewer repetitions everywhere, no Chromium, TF.js on the primary route only,
+    no TF.js cpu / webgl when heavy; the reasons land in the timings."""
+    from benchmarks.models import MODELS, BenchModel
+
+    model = BenchModel("tiny_long", lambda: torch_linear(), ("x:1x4",), heavy=True, long_run=True)
+    monkeypatch.setitem(MODELS, "tiny_long", model)
+    calls: list[tuple[str, int, int]] = []
+
+    def fake(kind: str) -> Any:
+        def run(*args: Any, warmup: int, repeats: int, backend: str = "", **kw: Any) -> dict[str, Any]:
+            calls.append((f"{kind}{'-' + backend if backend else ''}", warmup, repeats))
+            return {"status": "ok", "median_ms": 1.0}
+        return run
+
+    for name in ("tfjs_node_latency", "tfjs_browser_latency", "ort_node_latency", "ort_browser_latency"):
+        monkeypatch.setattr(lat, name, fake(name))
+    monkeypatch.setattr(lat, "web_inputs", lambda web_model, sample: dict(sample))
+    monkeypatch.setattr(lat, "web_expected", lambda web_model, reference: list(reference))
+    plan = bench.Plan(models=("tiny_long",), routes=("native", "onnx"))
+    conversions = {r: {"status": "ok", "out_dir": str(tmp_path / r)} for r in ("native", "onnx")}
+    result = bench.measure_latency("tiny_long", conversions, tmp_path / "m.onnx", "", plan, lambda _: None)
+    assert sorted(calls) == [("ort_node_latency", plan.long_warmup, plan.long_repeats),
+                             ("tfjs_node_latency-wasm", plan.long_warmup, plan.long_repeats)]
+    assert "native route's web model only" in result["tfjs"]["onnx"]["skipped"]
+    assert "long-run" in result["tfjs"]["native"]["chromium-wasm"]["reason"]
+    assert "long-run" in result["ort_web"]["chromium-wasm"]["reason"]
+    assert result["torch"]["runs"] == plan.long_repeats
+
+
+def torch_linear() -> Any:
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Linear(4, 2).eval()
