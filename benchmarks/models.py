@@ -124,6 +124,20 @@ class LSTMClassifier(nn.Module):
         return self.head(out[:, -1])
 
 
+class GRUClassifier(nn.Module):
+    """Embedding, a 2-layer GRU, a linear head on the last step (LSTMClassifier's layout with a GRU)."""
+
+    def __init__(self, vocab: int = 1000, embed: int = 64, hidden: int = 128, classes: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        self.gru = nn.GRU(embed, hidden, num_layers=2, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(self.embed(ids))
+        return self.head(out[:, -1])
+
+
 class UNet(nn.Module):
     """A small U-Net: two down steps, transposed-conv up steps, skip concatenations."""
 
@@ -150,14 +164,89 @@ class UNet(nn.Module):
         return self.out(self.c1(torch.cat([self.u1(y), s1], 1)))
 
 
+# ---------------------------------------------------------------------------------------------------- issue 17
+# Model classes where onnxruntime-web was ahead, at realistic sizes: transformers' modeling code built from configs
+# (never from_pretrained: nothing downloads), and the zoo's hand-written networks scaled up. The wrappers come from
+# benchmarks/zoo_models.py (imported lazily: it imports this module).
+
+BERT_VOCAB = 30522  # bert-base-uncased's vocabulary, as the 6-layer x 384 sentence encoders (MiniLM-L6) keep it
+
+
+def sentence_encoder() -> nn.Module:
+    """A 6-layer x 384 sentence encoder (all-MiniLM-L6-v2's shape: 12 heads, intermediate 1536; 22.7 M
+    parameters): transformers' BertModel, last_hidden_state."""
+    from transformers import BertConfig, BertModel
+
+    from benchmarks.zoo_models import TextModel
+
+    config = BertConfig(vocab_size=BERT_VOCAB, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                        intermediate_size=1536, max_position_embeddings=512)
+    return TextModel(BertModel(config, add_pooling_layer=False))
+
+
+def vit_tiny() -> nn.Module:
+    """ViT-tiny (DeiT-tiny's shape: 12 layers x 192, 3 heads, intermediate 768, patch 16 at 224x224; 5.5 M
+    parameters): transformers' ViTModel, last_hidden_state."""
+    from transformers import ViTConfig, ViTModel
+
+    from benchmarks.zoo_models import PixelModel
+
+    config = ViTConfig(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768,
+                       patch_size=16, image_size=224)
+    return PixelModel(ViTModel(config, add_pooling_layer=False))
+
+
+def speech_encoder() -> nn.Module:
+    """Whisper-tiny's encoder (4 layers x 384, 6 heads, ffn 1536, 80 mel bins, 3000 frames -> 1500 positions;
+    8.2 M parameters): transformers' WhisperEncoder, last_hidden_state."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from benchmarks.zoo_models import FeaturesModel
+
+    config = WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536,
+                           num_mel_bins=80, max_source_positions=1500)
+    return FeaturesModel(WhisperEncoder(config))
+
+
+def pixel_shuffle_sr() -> nn.Module:
+    """ESPCN at its paper's widths (64, 32), 3x: the zoo's PixelShuffleSR scaled up."""
+    from benchmarks.zoo_models import PixelShuffleSR
+
+    return PixelShuffleSR(scale=3, widths=(64, 32))
+
+
+def convtranspose_gan() -> nn.Module:
+    """DCGAN-style generator, latent 100, 512 -> 256 -> 128 -> 3 channels up to 32x32: the zoo's generator."""
+    from benchmarks.zoo_models import ConvTransposeGenerator
+
+    return ConvTransposeGenerator(latent=100, width=512)
+
+
+def depthwise_prelu() -> nn.Module:
+    """Depthwise-separable convs with PReLU at width 32 on 224x224: the zoo's DepthwisePReLU scaled up."""
+    from benchmarks.zoo_models import DepthwisePReLU
+
+    return DepthwisePReLU(width=32, classes=8)
+
+
 @dataclass(frozen=True)
 class BenchModel:
-    """A benchmark model: how to build it and its input specs (bridge --input syntax)."""
+    """A benchmark model: how to build it and its input specs (bridge --input syntax).
+
+    `cnn`: one of the CNNs of the original targets (native vs ONNX conversion speed, no Transpose with NHWC input).
+    `family`: the model class a latency target holds to a ratio TF.js wasm / onnxruntime-web wasm
+    (run.LATENCY_LIMITS: "cnn", "sentence_encoder", "vit", "speech_encoder", "recurrent"); "" for none.
+    `heavy`: too slow for the plain-JavaScript backends: its TF.js cpu and webgl runs are skipped.
+    `long_run`: seconds a run: timed with the plan's fewer `long_warmup` + `long_repeats` runs."""
 
     name: str
     build: Callable[[], nn.Module]
     inputs: tuple[str, ...]
     cnn: bool = False
+    family: str = ""
+    heavy: bool = False
+    long_run: bool = False
 
 
 def seeded(factory: Callable[[], nn.Module], seed: int = 0) -> Callable[[], nn.Module]:
@@ -180,10 +269,22 @@ def seeded(factory: Callable[[], nn.Module], seed: int = 0) -> Callable[[], nn.M
 
 
 MODELS = {
-    "mobilenet_v2": BenchModel("mobilenet_v2", seeded(MobileNetV2), ("x:1x3x224x224",), cnn=True),
-    "resnet18": BenchModel("resnet18", seeded(ResNet18), ("x:1x3x224x224",), cnn=True),
+    "mobilenet_v2": BenchModel("mobilenet_v2", seeded(MobileNetV2), ("x:1x3x224x224",), cnn=True, family="cnn"),
+    "resnet18": BenchModel("resnet18", seeded(ResNet18), ("x:1x3x224x224",), cnn=True, family="cnn"),
     "transformer": BenchModel("transformer", seeded(TransformerEncoder),
                               ("ids:1x128:int64:0..999", "mask:1x128:int64:1..1")),
-    "lstm": BenchModel("lstm", seeded(LSTMClassifier), ("ids:1x64:int64:0..999",)),
-    "unet": BenchModel("unet", seeded(UNet), ("x:1x3x128x128",), cnn=True),
+    "lstm": BenchModel("lstm", seeded(LSTMClassifier), ("ids:1x64:int64:0..999",), family="recurrent"),
+    "unet": BenchModel("unet", seeded(UNet), ("x:1x3x128x128",), cnn=True, family="cnn"),
+    # issue 17: the model classes where onnxruntime-web was ahead
+    "sentence_encoder": BenchModel("sentence_encoder", seeded(sentence_encoder),
+                                   (f"input_ids:1x128:int64:0..{BERT_VOCAB - 1}", "attention_mask:1x128:int64:1..1"),
+                                   family="sentence_encoder", heavy=True),
+    "vit_tiny": BenchModel("vit_tiny", seeded(vit_tiny), ("pixel_values:1x3x224x224",), family="vit", heavy=True),
+    "speech_encoder": BenchModel("speech_encoder", seeded(speech_encoder), ("input_features:1x80x3000",),
+                                 family="speech_encoder", heavy=True, long_run=True),
+    "gru": BenchModel("gru", seeded(GRUClassifier), ("ids:1x64:int64:0..999",), family="recurrent"),
+    # convolutional kinds with no latency target of their own (issue 17 holds "the CNNs where it already is")
+    "pixel_shuffle_sr": BenchModel("pixel_shuffle_sr", seeded(pixel_shuffle_sr), ("x:1x3x128x128",)),
+    "convtranspose_gan": BenchModel("convtranspose_gan", seeded(convtranspose_gan), ("z:1x100",)),
+    "depthwise_prelu": BenchModel("depthwise_prelu", seeded(depthwise_prelu), ("x:1x3x224x224",)),
 }

@@ -499,14 +499,15 @@ class SEResNet(nn.Module):
 class DepthwisePReLU(nn.Module):
     """MobileNet-v1-style separable convs with PReLU (per-channel and shared), ReLU6 and hardswish."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 16, classes: int = 4) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.PReLU(16))
-        self.dw1 = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.BatchNorm2d(16), nn.PReLU())
-        self.pw1 = nn.Sequential(nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU6())
-        self.dw2 = nn.Sequential(nn.Conv2d(32, 32, 5, 2, 2, groups=32), nn.PReLU(32))
-        self.pw2 = nn.Sequential(nn.Conv2d(32, 24, 1), nn.Hardswish())
-        self.head = nn.Conv2d(24, 4, 1)
+        w = width
+        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 2, 1), nn.BatchNorm2d(w), nn.PReLU(w))
+        self.dw1 = nn.Sequential(nn.Conv2d(w, w, 3, 1, 1, groups=w), nn.BatchNorm2d(w), nn.PReLU())
+        self.pw1 = nn.Sequential(nn.Conv2d(w, 2 * w, 1), nn.BatchNorm2d(2 * w), nn.ReLU6())
+        self.dw2 = nn.Sequential(nn.Conv2d(2 * w, 2 * w, 5, 2, 2, groups=2 * w), nn.PReLU(2 * w))
+        self.pw2 = nn.Sequential(nn.Conv2d(2 * w, 3 * w // 2, 1), nn.Hardswish())
+        self.head = nn.Conv2d(3 * w // 2, classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pw2(self.dw2(self.pw1(self.dw1(self.stem(x))))))
@@ -515,10 +516,11 @@ class DepthwisePReLU(nn.Module):
 class PixelShuffleSR(nn.Module):
     """ESPCN-style 3x super-resolution: convs, then a conv to 3*r^2 channels and nn.PixelShuffle(r)."""
 
-    def __init__(self, scale: int = 3) -> None:
+    def __init__(self, scale: int = 3, widths: tuple[int, int] = (32, 16)) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 32, 5, padding=2), nn.Tanh(), nn.Conv2d(32, 16, 3, padding=1),
-                                  nn.Tanh(), nn.Conv2d(16, 3 * scale * scale, 3, padding=1))
+        w1, w2 = widths
+        self.body = nn.Sequential(nn.Conv2d(3, w1, 5, padding=2), nn.Tanh(), nn.Conv2d(w1, w2, 3, padding=1),
+                                  nn.Tanh(), nn.Conv2d(w2, 3 * scale * scale, 3, padding=1))
         self.shuffle = nn.PixelShuffle(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

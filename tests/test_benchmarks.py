@@ -151,6 +151,59 @@ TARGET_CASES = [
 ]
 
 
+def _latency_results(ratios: dict[str, tuple[float | None, float | None]]) -> dict[str, Any]:
+    """Results of several models, each with only TF.js and ort-web Node wasm medians (ms)."""
+    found: dict[str, Any] = {}
+    for model, (tfjs_ms, ort_ms) in ratios.items():
+        found.update(_results(model, {"onnx": _conv()}, tfjs_ms=tfjs_ms, ort_ms=ort_ms))
+    return found
+
+
+def _family_target(results: dict[str, Any], family: str) -> Any:
+    node = [t for t in bench.family_latency_targets(results, list(results)) if t.name.endswith(
+        "node (ratio TF.js / ort-web)") and bench.LATENCY_LIMITS[family][1] in t.name]
+    assert len(node) == 1, [t.name for t in node]
+    return node[0]
+
+
+# Issue 17's per-class limits: at the limit is met, just over it must miss, one member over misses the class.
+TARGET_CASES += [
+    ("recurrent 4.9x met", _latency_results({"lstm": (49.0, 10.0), "gru": (30.0, 10.0)}),
+     lambda r: _family_target(r, "recurrent"), True),
+    ("recurrent gru 5.1x missed", _latency_results({"lstm": (20.0, 10.0), "gru": (51.0, 10.0)}),
+     lambda r: _family_target(r, "recurrent"), False),
+    ("speech 1.5x met", _latency_results({"speech_encoder": (150.0, 100.0)}),
+     lambda r: _family_target(r, "speech_encoder"), True),
+    ("speech 1.6x missed", _latency_results({"speech_encoder": (160.0, 100.0)}),
+     lambda r: _family_target(r, "speech_encoder"), False),
+    ("sentence encoder 1.01x missed", _latency_results({"sentence_encoder": (101.0, 100.0)}),
+     lambda r: _family_target(r, "sentence_encoder"), False),
+    ("vit not measured", _latency_results({"vit_tiny": (90.0, None)}),
+     lambda r: _family_target(r, "vit"), None),
+]
+
+
+def test_family_targets_cover_issue_17_classes() -> None:
+    """Every class with a limit has a member in MODELS; only the classes run get a target (the CNNs' always)."""
+    from benchmarks.models import MODELS
+
+    assert {m.family for m in MODELS.values()} - {""} == set(bench.LATENCY_LIMITS)
+    limits = {family: limit for family, (limit, _) in bench.LATENCY_LIMITS.items()}
+    assert limits == {"cnn": 1.0, "sentence_encoder": 1.0, "vit": 1.0, "speech_encoder": 1.5, "recurrent": 5.0}
+    targets = bench.family_latency_targets(_latency_results({"gru": (60.0, 10.0)}), ["gru"])
+    assert [t.met for t in targets] == [None, None, False, None]  # CNNs (none run), CNNs chromium, gru node, chromium
+    assert "gru [onnx] 6.00x" in targets[2].figure
+
+
+def test_summary_table_has_one_row_per_model_with_ratio_and_limit() -> None:
+    results = _latency_results({"gru": (60.0, 10.0), "transformer": (20.0, 10.0)})
+    results["gru"]["latency"]["tfjs"]["onnx"]["node-wasm"].update(load_ms=12.0, first_run_ms=80.0)
+    rows = bench.summary_rows(results)
+    assert len(rows) == 4 and rows[0].count("|") == rows[2].count("|") == rows[3].count("|")
+    assert "| gru | onnx | 60.0 | 10.0 |" in rows[2] and "6.00 (<= 5: MISSED)" in rows[2] and "| 80.0 / - |" in rows[2]
+    assert "| 2.00 |" in rows[3] and "<=" not in rows[3]  # no limit for the plain transformer
+
+
 @pytest.mark.parametrize("name, results, target, want", TARGET_CASES, ids=[c[0] for c in TARGET_CASES])
 def test_target_verdicts(name: str, results: dict[str, Any], target: Any, want: bool | None) -> None:
     verdict = target(results)
@@ -246,3 +299,41 @@ def test_writer_benchmark_quick(tmp_path: Path) -> None:
     row = json.loads((tmp_path / "writer-quick.json").read_text())["rows"][0]
     assert row["targets"] == {"writer_time": True, "size": True, "no_leftovers": True}
     assert row["wasm_error"] is None and row["wasm_median_ms"] > 0
+
+
+def test_long_run_model_is_timed_in_node_only_on_its_primary_route(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    """A long-run model (seconds a run): fewer repetitions everywhere, no Chromium, TF.js on the primary route only,
+    no TF.js cpu / webgl when heavy; the reasons land in the timings."""
+    from benchmarks.models import MODELS, BenchModel
+
+    model = BenchModel("tiny_long", lambda: torch_linear(), ("x:1x4",), heavy=True, long_run=True)
+    monkeypatch.setitem(MODELS, "tiny_long", model)
+    calls: list[tuple[str, int, int]] = []
+
+    def fake(kind: str) -> Any:
+        def run(*args: Any, warmup: int, repeats: int, backend: str = "", **kw: Any) -> dict[str, Any]:
+            calls.append((f"{kind}{'-' + backend if backend else ''}", warmup, repeats))
+            return {"status": "ok", "median_ms": 1.0}
+        return run
+
+    for name in ("tfjs_node_latency", "tfjs_browser_latency", "ort_node_latency", "ort_browser_latency"):
+        monkeypatch.setattr(lat, name, fake(name))
+    monkeypatch.setattr(lat, "web_inputs", lambda web_model, sample: dict(sample))
+    monkeypatch.setattr(lat, "web_expected", lambda web_model, reference: list(reference))
+    plan = bench.Plan(models=("tiny_long",), routes=("native", "onnx"))
+    conversions = {r: {"status": "ok", "out_dir": str(tmp_path / r)} for r in ("native", "onnx")}
+    result = bench.measure_latency("tiny_long", conversions, tmp_path / "m.onnx", "", plan, lambda _: None)
+    assert sorted(calls) == [("ort_node_latency", plan.long_warmup, plan.long_repeats),
+                             ("tfjs_node_latency-wasm", plan.long_warmup, plan.long_repeats)]
+    assert "native route's web model only" in result["tfjs"]["onnx"]["skipped"]
+    assert "long-run" in result["tfjs"]["native"]["chromium-wasm"]["reason"]
+    assert "long-run" in result["ort_web"]["chromium-wasm"]["reason"]
+    assert result["torch"]["runs"] == plan.long_repeats
+
+
+def torch_linear() -> Any:
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Linear(4, 2).eval()

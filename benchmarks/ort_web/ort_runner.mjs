@@ -3,7 +3,7 @@
 // Two layers in one file, like bridge/js/tfjs_runner.mjs:
 //   * an environment-free core (`runOrt`): it gets the `ort` namespace, the model bytes and the inputs as typed
 //     arrays, creates the session twice (cold: wasm start-up + load; warm: load only), reads the outputs of one run
-//     back for a sanity check, then times `warmup` + `repeats` runs (input tensors built and outputs read every run);
+//     back for a sanity check (that first run after load timed as `first_run_ms`), then times `warmup` + `repeats` runs (input tensors built and outputs read every run);
 //   * a Node shell (`main`): `node ort_runner.mjs REQUEST.json` reads the request and the packed inputs written by
 //     benchmarks/latency.py, loads onnxruntime-web from this folder's node_modules and writes summary.json.
 // The browser page (written by latency.py) imports this module and calls `runOrt` with the browser build.
@@ -70,8 +70,8 @@ function yieldToEventLoop() {
  */
 export async function runOrt(ort, modelBytes, inputs, opts = {}) {
   const { warmup = 3, repeats = 10, threads = 1 } = opts;
-  const result = { error: null, stage: null, load_cold_ms: null, load_ms: null, infer_ms: [], outputs: {},
-    flags: {} };
+  const result = { error: null, stage: null, load_cold_ms: null, load_ms: null, first_run_ms: null, infer_ms: [],
+    outputs: {}, flags: {} };
   let stage = 'init';
   let session = null;
   try {
@@ -91,7 +91,10 @@ export async function runOrt(ort, modelBytes, inputs, opts = {}) {
     result.load_ms = performance.now() - t0;
     result.flags = { threads: ort.env.wasm.numThreads, simd: ort.env.wasm.simd };
     stage = 'run';
+    const t2 = performance.now();
     const first = await session.run(makeFeeds(ort, inputs));
+    for (const t of Object.values(first)) void t.data;
+    result.first_run_ms = performance.now() - t2;  // the first run after load (feeds built, outputs read)
     result.outputs = readOutputs(first);
     disposeAll(first);
     stage = 'time';
