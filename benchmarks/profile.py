@@ -56,6 +56,8 @@ TOP_NODES = 10
 TOP_OPS = 12
 SMALL_NODE_MS = 0.05  # a node this fast is mostly fixed cost (several op calls' worth at ~5-10 µs each)
 Log = Callable[[str], None]
+CLOCK_WORDS = {"cpu": "CPU time of the Node process (user + system; onnxruntime-web's per-node times are its own "
+                      "wall-clock timings)", "wall": "wall-clock time"}
 
 
 class ProfileError(RuntimeError):
@@ -82,6 +84,7 @@ class ProfilePlan:
     chain_warmup: int = 20
     chain_repeats: int = 40
     timeout_s: float = 1200.0
+    clock: str = "cpu"  # TF.js figures and every total: "cpu" (process CPU time) or "wall"
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -170,14 +173,14 @@ def tfjs_request(web_model: Path, sample: Mapping[str, np.ndarray], work: Path) 
 
 
 def tfjs_raw_profile(web_model: Path, sample: Mapping[str, np.ndarray], backend: str, *, warmup: int,
-                     repeats: int, timeout_s: float) -> dict[str, Any]:
+                     repeats: int, timeout_s: float, clock: str = "cpu") -> dict[str, Any]:
     """benchmarks/profile.mjs on one backend: its raw result (nodes, kernels, timings, tf.profile list)."""
     with tempfile.TemporaryDirectory(prefix="bridge-profile-") as tmp:
         work = Path(tmp)
         request = {**tfjs_request(web_model, sample, work), "backends": [backend], "warmup": warmup,
-                   "repeats": repeats}
+                   "repeats": repeats, "clock": clock}
         summary = run_node_script(PROFILER, request, work, timeout_s)
-    result = summary["backends"][0]
+    result = {**summary["backends"][0], "clock": summary.get("clock", clock)}
     if result.get("error"):
         raise ProfileError(result.get("error_kind") or "runner", f"TF.js {backend}: {result['error']}")
     result["versions"] = summary.get("versions", {})
@@ -242,13 +245,13 @@ def cost_at(points: Sequence[Mapping[str, Any]], key: str, n: int) -> float | No
 
 
 def tfjs_fixed_cost(backends: Sequence[str], lengths: Sequence[int], warmup: int, repeats: int,
-                    timeout_s: float) -> dict[str, Any]:
+                    timeout_s: float, clock: str = "cpu") -> dict[str, Any]:
     """TF.js's cost per op call per backend: graph-model chains (executor + op + kernel) and eager chains."""
     from bridge.runtime.node import node_modules_dir
 
     with tempfile.TemporaryDirectory(prefix="bridge-profile-fixed-") as tmp:
         request = {"kind": "fixed", "node_modules": str(node_modules_dir()), "backends": list(backends),
-                   "lengths": list(lengths), "warmup": warmup, "repeats": repeats}
+                   "lengths": list(lengths), "warmup": warmup, "repeats": repeats, "clock": clock}
         summary = run_node_script(PROFILER, request, Path(tmp), timeout_s)
     found: dict[str, Any] = {}
     for entry in summary["backends"]:
@@ -310,7 +313,7 @@ def check_tfjs_profile(raw: Mapping[str, Any], graph_ops: Mapping[str, int]) -> 
     over = [n["name"] for n in nodes if float(n["kernel_ms"]) > float(n["ms"]) * (1 + WALL_TOLERANCE) + 1e-3]
     if over:
         raise ProfileError("sums", f"{len(over)} nodes spend more time in kernels than in all, e.g. {over[0]}")
-    walls = sorted(float(w) for w in raw["wall_ms"])
+    walls = sorted(float(w) for w in raw["run_ms"])
     sums = sorted(float(s) for s in raw["node_sum_ms"])
     if sums[0] > walls[-1] * (1 + WALL_TOLERANCE):
         raise ProfileError("sums", f"the nodes take {sums[0]:.3f} ms, longer than any run ({walls[-1]:.3f} ms)")
@@ -331,12 +334,13 @@ def summarize_tfjs(raw: Mapping[str, Any], graph_ops: Mapping[str, int]) -> dict
     """A checked TF.js profile as tables: op types (node time), kernels (kernel time), the slowest nodes."""
     check_tfjs_profile(raw, graph_ops)
     nodes = raw["nodes"]
-    wall = float(np.median(raw["wall_ms"]))
+    wall = float(np.median(raw["run_ms"]))
     node_sum = sum(float(n["ms"]) for n in nodes)
     kernels = [{"kernel": k, "ms": ms} for n in nodes for k, ms in zip(n["kernels"], n["kernel_times"])]
     slowest = sorted(nodes, key=lambda n: -float(n["ms"]))[:TOP_NODES]
     return {
         "total_ms": round(float(np.median(raw["plain_ms"])), 3), "instrumented_ms": round(wall, 3),
+        "wall_total_ms": round(float(np.median(raw["plain_wall_ms"])), 3), "clock": raw.get("clock", "cpu"),
         "node_sum_ms": round(node_sum, 3), "kernel_sum_ms": round(sum(float(n["kernel_ms"]) for n in nodes), 3),
         "outside_nodes_ms": round(max(0.0, wall - node_sum), 3), "nodes_run": len(nodes),
         "kernel_calls": sum(len(n["kernels"]) for n in nodes), "runs": raw["runs"],
@@ -359,6 +363,7 @@ def summarize_ort(raw: Mapping[str, Any]) -> dict[str, Any]:
     node_sum = sum(float(n["ms"]) for n in nodes)
     slowest = sorted(nodes, key=lambda n: -float(n["ms"]))[:TOP_NODES]
     return {"total_ms": round(float(raw["plain_median_ms"]), 3), "profiled_run_ms": round(run, 3),
+            "wall_total_ms": round(float(raw["plain_wall_median_ms"]), 3),
             "node_sum_ms": round(node_sum, 3), "outside_nodes_ms": round(max(0.0, run - node_sum), 3),
             "nodes_run": len(nodes), "runs": raw["runs"], "op_types": group_by(nodes, "op", run),
             "top_nodes": [{"name": n["name"], "op": n["op"], "shape": n["shapes"][0] if n["shapes"] else None,
@@ -391,7 +396,8 @@ def profile_model(model: str, plan: ProfilePlan, work: Path, log: Log) -> dict[s
         log(f"  TF.js {backend}")
         try:
             raw = tfjs_raw_profile(web_model, sample, backend, warmup=plan.cpu_warmup if cpu else plan.warmup,
-                                   repeats=plan.cpu_repeats if cpu else plan.repeats, timeout_s=plan.timeout_s)
+                                   repeats=plan.cpu_repeats if cpu else plan.repeats, timeout_s=plan.timeout_s,
+                                   clock=plan.clock)
             entry["tfjs"][backend] = {"status": "ok", **summarize_tfjs(raw, entry["graph_ops"])}
         except (ProfileError, subprocess.TimeoutExpired) as exc:
             entry["tfjs"][backend] = {"status": "failed", "reason": str(exc)[:600]}
@@ -456,17 +462,18 @@ def _per_length_rows(fixed: Mapping[str, Any]) -> list[str]:
 
 def _fixed_rows(fixed: Mapping[str, Any]) -> list[str]:
     rows = ["Least-squares slope of run time over N:", "",
-            "| runtime | what runs per op | ms per op | intercept ms | worst residual ms | N |", "|---|---|---|---|---|---|"]
+            "| runtime | what runs per op | cost per op | intercept ms | worst residual ms | N |",
+            "|---|---|---|---|---|---|"]
     for backend, found in (fixed.get("tfjs") or {}).items():
         ns = ", ".join(str(p["n"]) for p in found["points"])
         for kind, what in (("graph", "graph model: executor + op + kernel"), ("eager", "eager tf.add: op + kernel")):
             fit = found[kind]
-            rows.append(f"| TF.js {backend} | {what} | {fit['ms_per_op'] * 1000:.1f} µs | {_ms(fit['intercept_ms'], 3)} "
-                        f"| {_ms(fit['worst_residual_ms'], 3)} | {ns} |")
+            rows.append(f"| TF.js {backend} | {what} | {_us(fit['ms_per_op'])} | {_ms(fit['intercept_ms'], 3)} | "
+                        f"{_ms(fit['worst_residual_ms'], 3)} | {ns} |")
     ort = fixed.get("ort_web")
     if ort:
         fit = ort["graph"]
-        rows.append(f"| onnxruntime-web wasm | session.run of an Add chain | {fit['ms_per_op'] * 1000:.1f} µs | "
+        rows.append(f"| onnxruntime-web wasm | session.run of an Add chain | {_us(fit['ms_per_op'])} | "
                     f"{_ms(fit['intercept_ms'], 3)} | {_ms(fit['worst_residual_ms'], 3)} | "
                     f"{', '.join(str(p['n']) for p in ort['points'])} |")
     return rows
@@ -511,16 +518,19 @@ def _model_section(entry: Mapping[str, Any]) -> list[str]:
         if prof.get("status") != "ok":
             lines.append(f"- TF.js {backend}: failed: {prof.get('reason')}")
             continue
-        lines.append(f"- TF.js {backend}: {_ms(prof['total_ms'], 1)} ms a run ({_ms(prof['instrumented_ms'], 1)} ms "
-                     f"instrumented), {prof['nodes_run']} nodes run, {prof['kernel_calls']} kernel calls; nodes "
-                     f"{_ms(prof['node_sum_ms'], 1)} ms of which kernels {_ms(prof['kernel_sum_ms'], 1)} ms; "
-                     f"{prof['small_nodes']['count']} nodes under {prof['small_nodes']['under_ms']} ms take "
-                     f"{_ms(prof['small_nodes']['ms'], 1)} ms; fixed cost share {_pct(prof.get('fixed_share'))} "
-                     f"({prof['nodes_run']} x {_us(prof.get('fixed_ms_per_op'))})")
+        lines.append(
+            f"- TF.js {backend}: {_ms(prof['total_ms'], 1)} ms a run (wall {_ms(prof.get('wall_total_ms'), 1)} ms; "
+            f"{_ms(prof['instrumented_ms'], 1)} ms instrumented), {prof['nodes_run']} nodes run, "
+            f"{prof['kernel_calls']} kernel calls; nodes {_ms(prof['node_sum_ms'], 1)} ms of which kernels "
+            f"{_ms(prof['kernel_sum_ms'], 1)} ms; {prof['small_nodes']['count']} nodes under "
+            f"{prof['small_nodes']['under_ms']} ms take {_ms(prof['small_nodes']['ms'], 1)} ms; fixed cost share "
+            f"{_pct(prof.get('fixed_share'))} ({prof['nodes_run']} x {_us(prof.get('fixed_ms_per_op'))})")
     if ort and ort.get("status") == "ok":
-        lines.append(f"- onnxruntime-web wasm: {_ms(ort['total_ms'], 1)} ms a run ({_ms(ort['profiled_run_ms'], 1)} ms "
-                     f"profiled), {ort['nodes_run']} nodes run after its graph optimizations; fixed cost share "
-                     f"{_pct(ort.get('fixed_share'))} ({ort['nodes_run']} x {_us(ort.get('fixed_ms_per_op'))})")
+        lines.append(
+            f"- onnxruntime-web wasm: {_ms(ort['total_ms'], 1)} ms a run (wall {_ms(ort.get('wall_total_ms'), 1)} "
+            f"ms; {_ms(ort['profiled_run_ms'], 1)} ms profiled, wall), {ort['nodes_run']} nodes run after its graph "
+            f"optimizations; fixed cost share {_pct(ort.get('fixed_share'))} ({ort['nodes_run']} x "
+            f"{_us(ort.get('fixed_ms_per_op'))})")
     elif ort:
         lines.append(f"- onnxruntime-web wasm: failed: {ort.get('reason')}")
     lines += ["", f"model.json: {entry['graph_op_count']} nodes besides Const/Placeholder: " +
@@ -536,9 +546,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     """profile.md: the fixed cost, then per model the op types side by side and the slowest nodes."""
     lines = ["# Where the time goes: per-op profiles", "",
              f"Made by `{report['command']}` on {report['machine']['cpu']} ({report['machine']['cores']} cores, "
-             f"load {report['machine']['load_avg_start']}) at {report['finished']}; TF.js "
+             f"load average {report['machine']['load_avg_start']} at start, {report.get('load_avg_end')} at end) at "
+             f"{report['finished']}; TF.js "
              f"{report['versions'].get('tfjs')}, onnxruntime-web {report['versions'].get('onnxruntime-web')}, "
-             f"Node {report['versions'].get('node')}. Single-threaded wasm. See benchmarks/README.md, "
+             f"Node {report['versions'].get('node')}. Single-threaded wasm. Times are "
+             f"{CLOCK_WORDS[report['plan'].get('clock', 'cpu')]}. See benchmarks/README.md, "
              "\"Where the time goes\", for how each figure is taken and what it says.", "",
              "## Fixed cost per op call", ""] + _fixed_rows(report["fixed"]) + [""] + _per_length_rows(report["fixed"])
     for entry in report["models"]:
@@ -554,7 +566,7 @@ def run_profile(plan: ProfilePlan, work: Path, log: Log) -> dict[str, Any]:
     machine = bench.machine_info()
     log("fixed cost per op: TF.js chains")
     fixed: dict[str, Any] = {"tfjs": tfjs_fixed_cost(plan.backends, plan.chain_lengths, plan.chain_warmup,
-                                                     plan.chain_repeats, plan.timeout_s)}
+                                                     plan.chain_repeats, plan.timeout_s, plan.clock)}
     if plan.ort:
         log("fixed cost per op: onnxruntime-web chains")
         fixed["ort_web"] = ort_fixed_cost(plan.chain_lengths, plan.chain_warmup, plan.chain_repeats, plan.timeout_s)
@@ -571,6 +583,7 @@ def run_profile(plan: ProfilePlan, work: Path, log: Log) -> dict[str, Any]:
             versions.update(tfjs=wasm["versions"].get("tfjs"), node=wasm["versions"].get("node"))
     return {"plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.__dict__.items()},
             "machine": machine, "versions": versions, "fixed": fixed, "models": models,
+            "load_avg_end": [round(x, 2) for x in os.getloadavg()],
             "seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
@@ -589,6 +602,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--backends", default="wasm,cpu", help="TF.js Node backends to profile (wasm, cpu)")
     parser.add_argument("--repeats", type=int, default=ProfilePlan.repeats, help="timed and profiled runs (wasm)")
     parser.add_argument("--no-ort", action="store_true", help="skip onnxruntime-web")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="TF.js figures on this process's CPU time (default; robust on a loaded machine) or wall")
     parser.add_argument("--work", type=Path, default=bench.WORK_DIR, help="folder of the converted models")
     parser.add_argument("--results", type=Path, default=bench.RESULTS_DIR, help="folder for profile.json / .md")
     parser.add_argument("--stem", default="profile", help="result file name without extension")
@@ -603,7 +618,8 @@ def make_plan(args: argparse.Namespace) -> ProfilePlan:
     if unknown or not backends:
         raise SystemExit(f"unknown model or backend: {', '.join(unknown) or '(no backend)'} "
                          f"(models: {', '.join(MODELS)}; backends: wasm, cpu)")
-    return replace(ProfilePlan(models=models, backends=backends), repeats=args.repeats, ort=not args.no_ort)
+    return replace(ProfilePlan(models=models, backends=backends), repeats=args.repeats, ort=not args.no_ort,
+                   clock=args.clock)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
