@@ -102,7 +102,8 @@ function makeProbe(tf) {
         if (probe.depth === 2 && probe.current !== null) {
           const node = probe.current;
           const tensors = result == null ? [] : (Array.isArray(result) ? result : [result]);
-          probe.nodes.push({ ms: now() - node.t0, kernels: node.kernels, kernelTimes: node.kernelTimes,
+          const t1 = now();
+          probe.nodes.push({ ms: t1 - node.t0, t0: node.t0, t1, kernels: node.kernels, kernelTimes: node.kernelTimes,
             kernelMs: node.kernelMs,
             shapes: tensors.filter((t) => t && t.shape).map((t) => [...t.shape]) });
           probe.current = null;
@@ -144,13 +145,27 @@ function makeProbe(tf) {
   probe.remove = () => Object.assign(engine, original);
   probe.begin = () => {
     Object.assign(probe, { recording: true, depth: 0, kernelDepth: 0, current: null, nodes: [], kernels: [],
-      allKernels: [] });
+      allKernels: [], start: now() });
   };
   probe.end = () => {
+    const stop = now();
     probe.recording = false;
-    return { nodes: probe.nodes, kernels: probe.kernels, allKernels: probe.allKernels };
+    return { nodes: probe.nodes, kernels: probe.kernels, allKernels: probe.allKernels, gaps: gaps(probe, stop) };
   };
   return probe;
+}
+
+/**
+ * Where the executor's time outside node scopes goes: before the first node (input checks, the weight map copy,
+ * frozen tensor ids), between nodes (the loop, disposal of tensors past their last use), after the last node
+ * (context disposal, the outer tidy's clean-up).
+ */
+function gaps(probe, stop) {
+  const nodes = probe.nodes;
+  if (nodes.length === 0) return { before: stop - probe.start, between: 0, after: 0 };
+  let between = 0;
+  for (let i = 1; i < nodes.length; i++) between += nodes[i].t0 - nodes[i - 1].t1;
+  return { before: nodes[0].t0 - probe.start, between, after: stop - nodes[nodes.length - 1].t1 };
 }
 
 /** The nodes the executor will run for these inputs, in its compiled order (weights and fed inputs left out). */
@@ -177,10 +192,12 @@ function instrumentedRun(tf, probe, model, set, keys, order) {
   try {
     model.executor.execute = function execute(...args) {
       probe.begin();
+      const e0 = now();
       try {
         return wrapped.apply(this, args);
       } finally {
-        record = probe.end();
+        const executeMs = now() - e0;
+        record = { ...probe.end(), executeMs };
       }
     };
     const result = model.execute(inputs, keys);
@@ -230,7 +247,10 @@ function averageRuns(runs, order) {
       kernel_ms: pick.kernelMs, kernel_times: pick.kernelTimes };
   });
   const outside = runs.map((r) => r.kernels.filter((k) => k.node < 0).reduce((s, k) => s + k.ms, 0));
+  const gap = (key) => median(runs.map((r) => r.gaps[key]));
   return { nodes, run_ms: runs.map((r) => r.total), node_sum_ms: runs.map((r) => r.nodes.reduce((s, n) => s + n.ms, 0)),
+    executor_gaps_ms: { before_first: gap('before'), between_nodes: gap('between'), after_last: gap('after'),
+      execute_ms: median(runs.map((r) => r.executeMs)) },
     outside_kernel_ms: median(outside), outside_kernels: runs[0].kernels.filter((k) => k.node < 0).map((k) => k.name) };
 }
 

@@ -234,16 +234,6 @@ def fit_slope(points: Sequence[Mapping[str, Any]], key: str) -> dict[str, float]
             "worst_residual_ms": round(worst, 4)}
 
 
-def cost_at(points: Sequence[Mapping[str, Any]], key: str, n: int) -> float | None:
-    """The cost per op (ms) of the chain whose length is nearest `n` (on a log scale): time / N of that chain.
-    The cost per op grows with the chain's length on this machine (see profile.md), so a model is charged the
-    cost of a chain about as long as the nodes it runs."""
-    if not points or n <= 0:
-        return None
-    nearest = min(points, key=lambda p: abs(np.log(p["n"]) - np.log(n)))
-    return round(float(nearest[key]) / nearest["n"], 5)
-
-
 def tfjs_fixed_cost(backends: Sequence[str], lengths: Sequence[int], warmup: int, repeats: int,
                     timeout_s: float, clock: str = "cpu") -> dict[str, Any]:
     """TF.js's cost per op call per backend: graph-model chains (executor + op + kernel) and eager chains."""
@@ -330,6 +320,17 @@ def check_tfjs_profile(raw: Mapping[str, Any], graph_ops: Mapping[str, int]) -> 
                            f"{listed[name]} ({len(short)} kernel names short)")
 
 
+def residual_rows(raw: Mapping[str, Any], run_ms: float, node_sum: float) -> dict[str, float]:
+    """The run's time that no node's median holds, in three parts: node time above the per-node medians (GC pauses
+    and run-to-run spread land in some node of each run), the executor between nodes (its loop, disposals past a
+    tensor's last use), and the rest (before the first node and after the last, model.execute's wrapper, the read
+    back)."""
+    per_run = float(np.median(raw["node_sum_ms"]))
+    between = float(raw["executor_gaps_ms"]["between_nodes"])
+    return {"node_spread_ms": round(max(0.0, per_run - node_sum), 3), "between_nodes_ms": round(between, 3),
+            "edges_ms": round(max(0.0, run_ms - max(per_run, node_sum) - between), 3)}
+
+
 def summarize_tfjs(raw: Mapping[str, Any], graph_ops: Mapping[str, int]) -> dict[str, Any]:
     """A checked TF.js profile as tables: op types (node time), kernels (kernel time), the slowest nodes."""
     check_tfjs_profile(raw, graph_ops)
@@ -343,12 +344,14 @@ def summarize_tfjs(raw: Mapping[str, Any], graph_ops: Mapping[str, int]) -> dict
         "wall_total_ms": round(float(np.median(raw["plain_wall_ms"])), 3), "clock": raw.get("clock", "cpu"),
         "node_sum_ms": round(node_sum, 3), "kernel_sum_ms": round(sum(float(n["kernel_ms"]) for n in nodes), 3),
         "outside_nodes_ms": round(max(0.0, wall - node_sum), 3), "nodes_run": len(nodes),
+        **residual_rows(raw, wall, node_sum),
         "kernel_calls": sum(len(n["kernels"]) for n in nodes), "runs": raw["runs"],
         "op_types": group_by(nodes, "op", wall), "kernels": group_by(kernels, "kernel", wall),
         "top_nodes": [{"name": n["name"], "op": n["op"], "kernels": "+".join(n["kernels"]) or "-",
                        "shape": n["shapes"][0] if n["shapes"] else None, "ms": round(float(n["ms"]), 4),
                        "kernel_ms": round(float(n["kernel_ms"]), 4), "share": _share(float(n["ms"]), wall)}
                       for n in slowest],
+        "executor_gaps_ms": {k: round(float(v), 3) for k, v in raw["executor_gaps_ms"].items()},
         "small_nodes": {"under_ms": SMALL_NODE_MS, "count": sum(1 for n in nodes if float(n["ms"]) < SMALL_NODE_MS),
                         "ms": round(sum(float(n["ms"]) for n in nodes if float(n["ms"]) < SMALL_NODE_MS), 3)},
         "tf_profile_kernel_ms": round(sum(float(k["ms"]) for k in raw["tf_profile"]), 3),
@@ -414,17 +417,16 @@ def profile_model(model: str, plan: ProfilePlan, work: Path, log: Log) -> dict[s
 
 
 def add_fixed_shares(entry: dict[str, Any], fixed: Mapping[str, Any]) -> None:
-    """Puts the fixed-cost share beside each profile of a model (TF.js per backend, onnxruntime-web), charging
-    each op call the per-op cost of a chain about as long as the model's run."""
+    """Puts the fixed-cost share beside each profile of a model (TF.js per backend, onnxruntime-web): each op call
+    is charged the slope of the runtime's op chains (the graph-model chain for TF.js)."""
     for backend, prof in entry.get("tfjs", {}).items():
-        points = (fixed.get("tfjs", {}).get(backend) or {}).get("points", [])
+        cost = (fixed.get("tfjs", {}).get(backend) or {}).get("graph", {}).get("ms_per_op")
         if prof.get("status") == "ok":
-            cost = cost_at(points, "graph_ms", prof["nodes_run"])
             prof["fixed_ms_per_op"] = cost
             prof["fixed_share"] = fixed_share(prof["nodes_run"], cost, prof["total_ms"])
     ort = entry.get("ort_web") or {}
     if ort.get("status") == "ok":
-        cost = cost_at((fixed.get("ort_web") or {}).get("points", []), "ms", ort["nodes_run"])
+        cost = (fixed.get("ort_web") or {}).get("graph", {}).get("ms_per_op")
         ort["fixed_ms_per_op"] = cost
         ort["fixed_share"] = fixed_share(ort["nodes_run"], cost, ort["total_ms"])
 
@@ -433,6 +435,13 @@ def add_fixed_shares(entry: dict[str, Any], fixed: Mapping[str, Any]) -> None:
 
 def _ms(value: Any, digits: int = 2) -> str:
     return "–" if value is None else f"{float(value):.{digits}f}"
+
+
+def _gaps(prof: Mapping[str, Any]) -> str:
+    gaps = prof.get("executor_gaps_ms") or {}
+    per_node = gaps.get("between_nodes", 0.0) / max(1, prof["nodes_run"])
+    return (f"{_ms(gaps.get('before_first'))} ms before the first node, {_ms(gaps.get('between_nodes'))} ms between "
+            f"nodes ({_us(per_node)} a node), {_ms(gaps.get('after_last'))} ms after the last")
 
 
 def _us(ms: Any) -> str:
@@ -482,9 +491,11 @@ def _fixed_rows(fixed: Mapping[str, Any]) -> list[str]:
 def _side_by_side(tfjs: Mapping[str, Any], ort: Mapping[str, Any] | None) -> list[str]:
     rows = ["| # | TF.js wasm op | ms | share | calls | onnxruntime-web op | ms | share | calls |",
             "|---|---|---|---|---|---|---|---|---|"]
-    left = list(tfjs["op_types"][:TOP_OPS]) + [{"op": "(outside nodes)", "ms": tfjs["outside_nodes_ms"],
-                                                 "share": _share(tfjs["outside_nodes_ms"], tfjs["instrumented_ms"]),
-                                                 "calls": ""}]
+    extra = (("(nodes: GC, spread above medians)", "node_spread_ms"), ("(executor: between nodes)", "between_nodes_ms"),
+             ("(executor: before/after, read-back)", "edges_ms"))
+    left = list(tfjs["op_types"][:TOP_OPS]) + [
+        {"op": label, "ms": tfjs[key], "share": _share(tfjs[key], tfjs["instrumented_ms"]), "calls": ""}
+        for label, key in extra]
     right: list[Mapping[str, Any]] = []
     if ort and ort.get("status") == "ok":
         right = list(ort["op_types"][:TOP_OPS]) + [{"op": "(outside nodes)", "ms": ort["outside_nodes_ms"],
@@ -524,7 +535,8 @@ def _model_section(entry: Mapping[str, Any]) -> list[str]:
             f"{prof['kernel_calls']} kernel calls; nodes {_ms(prof['node_sum_ms'], 1)} ms of which kernels "
             f"{_ms(prof['kernel_sum_ms'], 1)} ms; {prof['small_nodes']['count']} nodes under "
             f"{prof['small_nodes']['under_ms']} ms take {_ms(prof['small_nodes']['ms'], 1)} ms; fixed cost share "
-            f"{_pct(prof.get('fixed_share'))} ({prof['nodes_run']} x {_us(prof.get('fixed_ms_per_op'))})")
+            f"{_pct(prof.get('fixed_share'))} ({prof['nodes_run']} x {_us(prof.get('fixed_ms_per_op'))}); outside "
+            f"nodes: {_gaps(prof)}")
     if ort and ort.get("status") == "ok":
         lines.append(
             f"- onnxruntime-web wasm: {_ms(ort['total_ms'], 1)} ms a run (wall {_ms(ort.get('wall_total_ms'), 1)} "

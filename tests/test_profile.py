@@ -119,7 +119,6 @@ def test_tfjs_fixed_cost_is_a_positive_slope() -> None:
     assert 1e-4 < fit["ms_per_op"] < 1.0
     points = found["wasm"]["points"]
     assert [p["n"] for p in points] == [20, 80, 320] and points[-1]["graph_ms"] > points[0]["graph_ms"]
-    assert prof.cost_at(points, "graph_ms", 300) == pytest.approx(points[-1]["graph_ms"] / 320, abs=1e-5)  # rounded
 
 
 @pytest.mark.skipif(lat.ort_status() is not None, reason="onnxruntime-web is not installed (make profile does)")
@@ -142,7 +141,7 @@ def test_markdown_names_the_model_and_the_fixed_cost(tiny: dict[str, Any]) -> No
     entry = {"model": "tiny", "status": "ok", "graph_ops": tiny["ops"], "graph_op_count": sum(tiny["ops"].values()),
              "tfjs": {"wasm": {"status": "ok", **tiny["summary"]}}}
     prof.add_fixed_shares(entry, fixed)
-    assert entry["tfjs"]["wasm"]["fixed_share"] == pytest.approx(
+    assert entry["tfjs"]["wasm"]["fixed_share"] == pytest.approx(  # the slope: 0.1 ms more for 10 more ops
         entry["tfjs"]["wasm"]["nodes_run"] * 0.01 / entry["tfjs"]["wasm"]["total_ms"], abs=1e-4)
     report = {"command": "python benchmarks/profile.py", "finished": "now", "fixed": fixed, "models": [entry],
               "plan": {"clock": "cpu"}, "load_avg_end": [0, 0, 0],
