@@ -97,9 +97,9 @@ def _bench_plan() -> bench.Plan:
 def ensure_web_model(model: str, work: Path, log: Log) -> Path:
     """The model's native-route web model under `work`, converted now unless a successful conversion is there."""
     result_path, web_model = work / f"{model}-native.json", work / f"{model}-native" / "web_model"
-    if result_path.is_file() and (web_model / "model.json").is_file():
-        if json.loads(result_path.read_text()).get("status") == "ok":
-            return web_model
+    converted = result_path.is_file() and (web_model / "model.json").is_file()
+    if converted and json.loads(result_path.read_text()).get("status") == "ok":
+        return web_model
     log(f"  converting {model} (native route)")
     result = bench.run_conversion(model, "native", _bench_plan(), work)
     if result.get("status") != "ok":
@@ -149,7 +149,7 @@ def run_node_script(script: Path, request: dict[str, Any], work: Path, timeout_s
     request = {**request, "summary_file": str(work / "summary.json")}
     (work / "request.json").write_text(json.dumps(request))
     done = subprocess.run([node, str(script), str(work / "request.json")], capture_output=True, text=True,
-                          timeout=timeout_s, stdin=subprocess.DEVNULL, cwd=work)
+                          timeout=timeout_s, stdin=subprocess.DEVNULL, cwd=work, check=False)
     if not (work / "summary.json").is_file():
         raise ProfileError("runner", f"{script.name} exited {done.returncode}: {done.stderr.strip()[-500:]}")
     summary = json.loads((work / "summary.json").read_text())
