@@ -550,7 +550,9 @@ def _model_section(entry: Mapping[str, Any]) -> list[str]:
     if wasm.get("status") == "ok":
         lines += ["By op type (TF.js: graph node time, kernels included; shares of the instrumented run; "
                   "onnxruntime-web: kernel time per node from its profiler, shares of the profiled run):", ""]
-        lines += _side_by_side(wasm, ort) + ["", "Slowest TF.js wasm nodes:", ""] + _node_rows(wasm) + [""]
+        kernels = ", ".join(f"{k['kernel']} {_ms(k['ms'])} ms ({k['calls']})" for k in wasm["kernels"][:TOP_OPS])
+        lines += _side_by_side(wasm, ort) + ["", f"TF.js wasm by kernel (ms, calls): {kernels}.", "",
+                                             "Slowest TF.js wasm nodes:", ""] + _node_rows(wasm) + [""]
     return lines
 
 
@@ -619,6 +621,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=bench.WORK_DIR, help="folder of the converted models")
     parser.add_argument("--results", type=Path, default=bench.RESULTS_DIR, help="folder for profile.json / .md")
     parser.add_argument("--stem", default="profile", help="result file name without extension")
+    parser.add_argument("--render", type=Path, help="only rewrite the Markdown beside this profile JSON")
     return parser.parse_args(argv)
 
 
@@ -638,6 +641,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Profile, then write profile.json and profile.md; 0 when every model's TF.js profile is in."""
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw_argv)
+    if args.render is not None:
+        report = json.loads(args.render.read_text())
+        write_atomically(args.render.with_suffix(".md"), render_markdown(report))
+        return 0
     plan = make_plan(args)
     args.work.mkdir(parents=True, exist_ok=True)
     log: Log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
