@@ -148,3 +148,20 @@ def test_markdown_names_the_model_and_the_fixed_cost(tiny: dict[str, Any]) -> No
               "machine": {"cpu": "cpu", "cores": 2, "load_avg_start": [0, 0, 0]}, "versions": {}}
     text = prof.render_markdown(report)
     assert "## tiny" in text and "_FusedConv2D" in text and "10.0 µs" in text
+
+
+def test_a_model_the_executor_runs_async_is_refused(tiny: dict[str, Any], tmp_path: Path) -> None:
+    """The node attribution holds for execute() only: a model marked as needing executeAsync must be refused by the
+    Node profiler (its control-flow nodes run no tidy each), not profiled wrongly."""
+    import json
+    import shutil
+
+    web_model = tmp_path / "web_model"
+    shutil.copytree(tiny["web_model"], web_model)
+    model = json.loads((web_model / "model.json").read_text())
+    model.setdefault("userDefinedMetadata", {}).setdefault("bridge", {})["needsAsync"] = True
+    (web_model / "model.json").write_text(json.dumps(model))
+    sample = {"x": np.zeros((1, 3, 16, 16), np.float32)}
+    with pytest.raises(prof.ProfileError) as info:
+        prof.tfjs_raw_profile(web_model, sample, "wasm", warmup=1, repeats=1, timeout_s=120)
+    assert info.value.kind == "attribution" and "executeAsync" in str(info.value)
