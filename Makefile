@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export BRIDGE_VENV := $(abspath $(VENV))
 
-.PHONY: setup demo test test-slow bench bench-large docs
+.PHONY: setup demo test test-slow bench bench-large profile docs
 setup:
 	@bash scripts/setup.sh
 
@@ -17,6 +17,12 @@ test: setup
 bench: setup
 	@[ -d benchmarks/ort_web/node_modules/onnxruntime-web ] || (cd benchmarks/ort_web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# Where the time goes: per-op profiles of every benchmark model in TF.js (wasm, cpu) and onnxruntime-web, and the
+# fixed cost of one op call; benchmarks/results/profile.json and profile.md. About 15 minutes on a 2-core machine.
+profile: setup
+	@[ -d benchmarks/ort_web/node_modules/onnxruntime-web ] || (cd benchmarks/ort_web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+	$(PY) benchmarks/profile.py $(PROFILE_ARGS)
 
 # A ~200 M-parameter model (800 MB float32) through the native route, the writer and TF.js wasm in Node: a few minutes.
 bench-large: setup

@@ -28,7 +28,7 @@ export function unpackInputs(blob, specs) {
   return out;
 }
 
-function makeFeeds(ort, inputs) {
+export function makeFeeds(ort, inputs) {
   const feeds = {};
   for (const [name, v] of Object.entries(inputs)) feeds[name] = new ort.Tensor(v.dtype, v.data, v.shape);
   return feeds;

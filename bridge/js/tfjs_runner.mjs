@@ -364,21 +364,21 @@ export async function runLayersModelOnBackend(tf, backend, artifacts, inputSets,
 // ---------------------------------------------------------------------------------------------------------------
 // Node shell. Node modules are imported lazily so the core above stays loadable in a browser.
 
-class FatalError extends Error {
+export class FatalError extends Error {
   constructor(kind, message) {
     super(message);
     this.kind = kind;
   }
 }
 
-async function nodeLibs() {
+export async function nodeLibs() {
   const [fs, path, module, url] = await Promise.all(
     [import('node:fs'), import('node:path'), import('node:module'), import('node:url')]);
   return { fs: fs.default, path: path.default, createRequire: module.createRequire, url };
 }
 
 /** Loads tfjs and the wasm backend from `nodeModules` (not from the script's folder, so it can be overridden). */
-async function loadTfjs(libs, nodeModules) {
+export async function loadTfjs(libs, nodeModules) {
   const req = libs.createRequire(libs.path.join(nodeModules, '_bridge_resolver.js'));
   let tf;
   let wasm;
@@ -404,7 +404,7 @@ function insideFolder(libs, folder, rel) {
 
 /** Reads model.json and its shards into ModelArtifacts, checking the format, that every shard exists and that
  * sizes add up. */
-function readModelFolder(libs, tf, dir, format = 'graph-model') {
+export function readModelFolder(libs, tf, dir, format = 'graph-model') {
   const jsonPath = libs.path.join(dir, 'model.json');
   let modelJSON;
   try {
@@ -443,7 +443,7 @@ function readModelFolder(libs, tf, dir, format = 'graph-model') {
 const TYPED = { float32: Float32Array, int32: Int32Array, bool: Uint8Array, complex64: Float32Array };
 
 /** One set of refs {key: {dtype, shape, offset, nbytes}} into the packed bytes as {key: {dtype, shape, data}}. */
-function readRefSet(blob, set) {
+export function readRefSet(blob, set) {
   const out = {};
   for (const [key, ref] of Object.entries(set)) {
     const Typed = TYPED[ref.dtype];
