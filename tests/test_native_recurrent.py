@@ -1,5 +1,6 @@
 """Native route, LSTM and GRU over a static length: the op counts of the unrolled form (what makes it fast in
-TF.js: per step one MatMul per layer, one Split per gate group, no StridedSlice; stacked layers as one wavefront)
+TF.js: per step one MatMul per layer and direction, one Split per gate group, no StridedSlice; stacked layers as one
+wavefront, both directions of a layer in one loop)
 and must-fail twins of the recurrent op cases (tests/native_op_cases/recurrent.py): the same comparison with
 PyTorch (atol 1e-5 / rtol 1e-4) must notice the LSTM's gates in PyTorch's order (i, f, g, o read as i, f, o, g)
 and a GRU whose b_hn is dropped, on one layer (the step path) and on two (the wavefront)."""
@@ -19,10 +20,10 @@ from bridge.native.ops import recurrent
 from tests.native_op_cases.base import ATOL, RTOL, Rnn
 
 
-def _module(kind: str, layers: int) -> nn.Module:
+def _module(kind: str, layers: int, bidirectional: bool = False) -> nn.Module:
     torch.manual_seed(0)
     cls = nn.LSTM if kind == "lstm" else nn.GRU
-    return Rnn(cls(4, 3, num_layers=layers, batch_first=True), lambda y, *_: y).eval()
+    return Rnn(cls(4, 3, num_layers=layers, batch_first=True, bidirectional=bidirectional), lambda y, *_: y).eval()
 
 
 def _rebuilt(module: nn.Module, x: torch.Tensor, tmp_path: Path) -> tuple[np.ndarray, Counter]:
@@ -36,20 +37,25 @@ def _x() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("layers", [1, 2])
-def test_unrolled_op_counts(kind: str, layers: int, tmp_path: Path) -> None:
-    """One MatMul per layer and step (two for a lone GRU layer: r,z and n), the input projection of layer 0 hoisted
-    into one more, no StridedSlice per step, one Sigmoid per step; two layers take T + 1 wavefront steps instead
-    of 2 T."""
-    x = _x()
-    got, ops = _rebuilt(_module(kind, layers), x, tmp_path)
+@pytest.mark.parametrize(("layers", "bidirectional"), [(1, False), (2, False), (1, True)])
+def test_unrolled_op_counts(kind: str, layers: int, bidirectional: bool, tmp_path: Path) -> None:
+    """Per step one MatMul per layer and direction (a lone unidirectional GRU layer: two, r,z and n), one Sigmoid,
+    one or two Tanh, no StridedSlice; the input projections hoisted (one more MatMul per direction); two stacked
+    layers take T + 1 wavefront steps instead of 2 T, both directions of a layer share their T steps."""
+    x, steps = _x(), 6
+    module = _module(kind, layers, bidirectional)
+    got, ops = _rebuilt(module, x, tmp_path)
     with torch.no_grad():
-        np.testing.assert_allclose(got, _module(kind, layers)(x).numpy(), atol=ATOL, rtol=RTOL)
-    steps = 6 if layers == 1 else 6 + 1
+        np.testing.assert_allclose(got, module(x).numpy(), atol=ATOL, rtol=RTOL)
     matmuls = ops["MatMul"] + ops["BatchMatMulV2"]
-    per_step = layers if layers > 1 else 1 if kind == "lstm" else 2  # the wavefront: one per layer (r, z, n and
-    assert matmuls == 1 + steps * per_step, ops                      # the next layer's input side by side)
-    assert ops["StridedSlice"] <= 4 * layers + 2, ops  # initial and final states only, never per step
+    if bidirectional:
+        assert matmuls == 2 + 2 * steps, ops
+    elif layers > 1:
+        steps += layers - 1
+        assert matmuls == 1 + steps * layers, ops
+    else:
+        assert matmuls == 1 + steps * (1 if kind == "lstm" else 2), ops
+    assert ops["StridedSlice"] <= 4 * layers + 4, ops  # initial and final states only, never per step
     assert ops["Sigmoid"] == steps and ops["Tanh"] == steps * (2 if kind == "lstm" else 1), ops
 
 

@@ -9,7 +9,8 @@ Unrolled, per layer: the input projection of every step is one MatMul before the
 few Splits and Unpacks, never a slice per step; each step is one MatMul of h for all gates (a GRU: one for r, z
 and one for n), one Split of the gates, one Sigmoid over LSTM's i, f, o (gates stored in the order i, f, o, g) or
 GRU's r, z; the outputs are stacked once. Stacked unidirectional layers run as one wavefront (`_wavefront`):
-T + L - 1 steps whose elementwise lines serve every layer at once. Weights are stored transposed to [in, gates]
+T + L - 1 steps whose elementwise lines serve every layer at once; the two directions of a bidirectional layer
+share one loop the same way (`_both_directions`). Weights are stored transposed to [in, gates]
 ("in_out"): never `transpose_b=True`, which TF.js 4.22's wasm backend computes wrongly once fused with a bias."""
 
 from __future__ import annotations
@@ -159,13 +160,14 @@ def _layer_weights(ctx: OpContext, node: Node, info: _Rnn) -> list[_Weights]:
     return groups
 
 
-def _projection(ctx: OpContext, x: str, width: int, wts: _Weights, info: _Rnn, tag: str) -> list[str]:
+def _projection(ctx: OpContext, x: str, width: int, wts: _Weights, info: _Rnn, tag: str,
+                split: bool = True) -> list[str]:
     """The input projection of every step at once, time-major: LSTM [[T, B, 4H]]; GRU [[T, B, 2H], [T, B, H]]
-    (the r,z part and the n part, split once here rather than per step)."""
+    (the r,z part and the n part, split once here rather than per step; `split=False`: [[T, B, 3H]])."""
     flat = f"tf.linalg.matmul(tf.reshape({x}, [-1, {width}]), {wts.w_ih})"
     flat = f"{flat} + {wts.b_ih}" if wts.b_ih else flat
     proj = ctx.let(f"tf.reshape({flat}, {ctx.shape_list([info.length, info.batch, info.gate_width])})", f"{tag}_xw")
-    if info.gates == 4:
+    if info.gates == 4 or not split:
         return [proj]
     parts = ctx.let(f"tf.split({proj}, [{2 * info.hidden}, {info.hidden}], -1)", f"{tag}_xw_parts")
     return [f"{parts}[0]", f"{parts}[1]"]
@@ -174,27 +176,77 @@ def _projection(ctx: OpContext, x: str, width: int, wts: _Weights, info: _Rnn, t
 StepFn = Callable[[OpContext, list[str], list[str], _Weights, int, str], list[str]]
 
 
-def _unroll(ctx: OpContext, node: Node, info: _Rnn, step_fn: StepFn,
-            initial: Callable[[int], list[str]]) -> tuple[str, list[list[str]]]:
+def _unroll(ctx: OpContext, node: Node, info: _Rnn, step_fn: StepFn, states0: list[str]) -> tuple[str, list[list[str]]]:
     """Run every layer and direction; returns the last layer's time-major output and each (layer, direction)'s
-    final states."""
+    final states. `states0`: the initial states, [L * D, B, H] each."""
     x, width = _time_major(ctx, info), info.features
     finals: list[list[str]] = []
     groups = _layer_weights(ctx, node, info)
+    merged = (info.steps is not None and info.directions == 2 and all(v.is_weight for v in node.args["params"]))
     for layer in range(info.layers):
+        if merged:
+            x, states = _both_directions(ctx, node, info, x, width, layer, groups, states0)
+            finals += states
+            width = 2 * info.hidden
+            continue
         outs = []
         for direction in range(info.directions):
             k = layer * info.directions + direction
             tag = f"l{layer}" + ("_reverse" if direction else "")
             proj = _projection(ctx, x, width, groups[k], info, tag)
             run = _steps if info.steps is not None else _loop
-            out, states = run(ctx, info, step_fn, proj, initial(k), groups[k], tag, bool(direction))
+            out, states = run(ctx, info, step_fn, proj, [f"{s}[{k}]" for s in states0], groups[k], tag,
+                              bool(direction))
             outs.append(out)
             finals.append(states)
         x = outs[0] if len(outs) == 1 else ctx.let(f"tf.concat([{', '.join(outs)}], -1)", f"l{layer}_out")
         width = info.hidden * info.directions
     output = f"tf.transpose({x}, [1, 0, 2])" if info.batch_first else x
     return output, finals
+
+
+def _both_directions(ctx: OpContext, node: Node, info: _Rnn, x: str, width: int, layer: int,
+                     groups: list[_Weights], states0: list[str]) -> tuple[str, list[list[str]]]:
+    """Both directions of one layer in one unrolled loop: at step s the forward direction computes time s and the
+    reverse one time T - 1 - s, their states side by side [B, 2, H] so one set of elementwise lines serves both
+    (per step: one MatMul per direction, one Concat and one Reshape). Returns ([T, B, 2H], final states per
+    direction)."""
+    assert info.steps is not None
+    steps, h, g, tag = info.steps, info.hidden, info.gate_width, f"l{layer}"
+    lstm_kind = info.gates == 4
+    ks = [2 * layer, 2 * layer + 1]
+    rows = []
+    for d, k in enumerate(ks):
+        proj = _projection(ctx, x, width, groups[k], info, tag + ("_reverse" if d else ""), split=False)[0]
+        rows.append(_rows(ctx, proj, steps, f"{tag}_rows{d}"))
+    if lstm_kind:
+        hidden = [(groups[k].w_hh, None) for k in ks]
+    else:
+        hidden = [_wave_weights(ctx, node, info, k, chained=False) for k in ks]
+    states = [ctx.let(f"tf.transpose({s}[{ks[0]}:{ks[1] + 1}], [1, 0, 2])", f"{tag}_init{i}")
+              for i, s in enumerate(states0)]
+    seen: list[list[str]] = []
+    for step in range(steps):
+        stag = f"{tag}_s{step}"
+        hs = ctx.let(f"tf.unstack({states[0]}, num=2, axis=1)", f"{stag}_hs")
+        products = [f"tf.linalg.matmul({hs}[{d}], {w})" + (f" + {b}" if b else "") for d, (w, b) in enumerate(hidden)]
+        here = [rows[0][step], rows[1][steps - 1 - step]]
+        if lstm_kind:
+            gates = ctx.let(f"tf.reshape(tf.concat([{here[0]} + {products[0]}, {here[1]} + {products[1]}], 1), "
+                            f"{ctx.shape_list([info.batch, 2, g])})", f"{stag}_gates")
+            states = _lstm_cell(ctx, gates, states[1], h, stag)
+        else:
+            bank = ctx.let(f"tf.reshape(tf.concat([{here[0]}, {products[0]}, {here[1]}, {products[1]}], 1), "
+                           f"{ctx.shape_list([info.batch, 2, 2 * g])})", f"{stag}_bank")
+            x_rz, x_n, h_rz, h_n = _cols(ctx, bank, [2 * h, h, 2 * h, h], f"{stag}_parts")
+            states = [_gru_cell(ctx, x_rz, x_n, h_rz, h_n, states[0], h, stag)]
+        seen.append(states)
+    forward = ctx.let(f"tf.stack([{', '.join(s[0] for s in seen)}], 0)[:, :, 0]", f"{tag}_forward")
+    backward = ctx.let(f"tf.stack([{', '.join(s[0] for s in reversed(seen))}], 0)[:, :, 1]", f"{tag}_backward")
+    out = ctx.let(f"tf.concat([{forward}, {backward}], -1)", f"{tag}_out")
+    finals = [[ctx.let(f"{state}[:, {d}]", f"{tag}_final{i}_d{d}") for i, state in enumerate(seen[-1])]
+              for d in range(2)]
+    return out, finals
 
 
 def _steps(ctx: OpContext, info: _Rnn, step_fn: StepFn, proj: list[str], states: list[str], wts: _Weights,
@@ -296,14 +348,15 @@ def _gru_step(ctx: OpContext, xw: list[str], states: list[str], wts: _Weights, h
 
 # -- stacked unidirectional layers over a static length: one wavefront
 
-def _wave_weights(ctx: OpContext, node: Node, info: _Rnn, layer: int) -> tuple[str, str | None]:
+def _wave_weights(ctx: OpContext, node: Node, info: _Rnn, layer: int, chained: bool = True) -> tuple[str, str | None]:
     """The weight (and bias) layer `layer`'s hidden state is multiplied by in one wavefront step: its own hidden
     weights, then (below the top layer) the next layer's input weights, side by side [H, 2G] (no zero blocks):
     h_l @ [W_hh_l | W_ih_l+1]. Biases: the next layer's input bias (both its biases folded as in its own
-    projection) and, for a GRU, b_hn of this layer in the n columns of the hidden part."""
+    projection) and, for a GRU, b_hn of this layer in the n columns of the hidden part. `chained=False`: the
+    hidden part only, of params group `layer` (a (layer, direction) index)."""
     params, per, h, gates = node.args["params"], info.per_direction, info.hidden, info.gates
     mine = params[layer * per:(layer + 1) * per]
-    above = params[(layer + 1) * per:(layer + 2) * per] if layer + 1 < info.layers else []
+    above = params[(layer + 1) * per:(layer + 2) * per] if chained and layer + 1 < info.layers else []
     order = lstm_ifog if gates == 4 else (lambda a: a)
 
     def hidden_part(b_hh: np.ndarray) -> np.ndarray:  # the bias of the hidden part: GRU's b_hn in the n columns
@@ -378,11 +431,11 @@ def _wavefront(ctx: OpContext, node: Node, info: _Rnn, states0: list[str]) -> tu
             product = f"tf.linalg.matmul({hs}[{layer}], {w})"
             products.append(f"{product} + {b}" if b else product)
         row = rows[min(d, steps - 1)]
-        if lstm_kind:  # layer l's product covers gate columns [l G, (l + 2) G): the even ones tile the row of
-            # every layer's gates, the step's input row and the odd ones tile it too; their sum is every gate
+        if lstm_kind:  # layer l's product covers gate columns [l G, (l + 2) G) of the row of every layer's
+            # gates: the even products tile it, so do the step's input row and the odd ones; their sum is the gates
             evens, odds = products[0::2], [row] + products[1::2]
-            gates = ctx.let(f"tf.reshape({_concat(evens)} + {_concat(odds)}, {ctx.shape_list([info.batch, layers, g])})",
-                            f"{tag}_gates")
+            shape = ctx.shape_list([info.batch, layers, g])
+            gates = ctx.let(f"tf.reshape({_concat(evens)} + {_concat(odds)}, {shape})", f"{tag}_gates")
             new = _lstm_cell(ctx, gates, states[1], h, tag)
         else:  # per layer [x_rz, x_n | h_rz, h_n]: the input and hidden parts (n needs them apart)
             bank = ctx.let(f"tf.reshape(tf.concat([{row}, {', '.join(products)}], 1), {bank_shape})",
@@ -414,7 +467,7 @@ def lstm(ctx: OpContext, node: Node) -> list[str]:
     if _wave(node, info):
         output, finals = _wavefront(ctx, node, info, [h0, c0])
     else:
-        output, finals = _unroll(ctx, node, info, _lstm_step, lambda k: [f"{h0}[{k}]", f"{c0}[{k}]"])
+        output, finals = _unroll(ctx, node, info, _lstm_step, [h0, c0])
     return [output, f"tf.stack([{', '.join(s[0] for s in finals)}], 0)",
             f"tf.stack([{', '.join(s[1] for s in finals)}], 0)"]
 
@@ -428,7 +481,7 @@ def gru(ctx: OpContext, node: Node) -> list[str]:
     if _wave(node, info):
         output, finals = _wavefront(ctx, node, info, [h0])
     else:
-        output, finals = _unroll(ctx, node, info, _gru_step, lambda k: [f"{h0}[{k}]"])
+        output, finals = _unroll(ctx, node, info, _gru_step, [h0])
     return [output, f"tf.stack([{', '.join(s[0] for s in finals)}], 0)"]
 
 
