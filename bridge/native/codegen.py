@@ -137,6 +137,14 @@ class OpContext:
                                   stage="rebuild-tf", details=[self.node.where()], hint="try the ONNX route")
         return tf_fn(self._gen.expr(value))
 
+    def combined(self, values: Sequence[Value], variant: str, fn: Callable[..., np.ndarray],
+                 tf_fn: Callable[..., str]) -> str:
+        """One stored weight computed by `fn` from several weights (folded at conversion time); when one of them
+        is computed at run time, `tf_fn` of their expressions instead."""
+        if all(v.is_weight for v in values):
+            return self._gen.expr(self._gen.graph.combine_weights(list(values), variant, fn))
+        return tf_fn(*[self._gen.expr(v) for v in values])
+
     def closure(self, hint: str, graph: Graph, doc: str) -> str:
         """A nested function of __call__ running `graph` (see _Generator.closure); returns its name."""
         return self._gen.closure(f"{self.node.name}_{hint}", graph, doc)

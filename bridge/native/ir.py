@@ -197,6 +197,19 @@ class Graph:
                                         variant=(origin.variant + "+" if origin.variant else "") + variant)
         return self._derived[name]
 
+    def combine_weights(self, origins: list[Value], variant: str, fn: Callable[..., np.ndarray]) -> Value:
+        """A weight computed from several weights by `fn(*arrays)` (e.g. an RNN's two biases summed), named and
+        keyed after the first, cached per (first origin, variant): `variant` must say which others it reads."""
+        first = origins[0]
+        name = f"{first.name}__{py_identifier(variant)}"
+        if name not in self.arrays:
+            array = np.ascontiguousarray(fn(*[self.arrays[o.name] for o in origins]))
+            self.arrays[name] = array
+            self._derived[name] = Value(name, tuple(array.shape), first.dtype, kind=first.kind,
+                                        module_path=first.module_path, layout=Layout.source(array.ndim),
+                                        key=first.key, variant=(first.variant + "+" if first.variant else "") + variant)
+        return self._derived[name]
+
     def users(self) -> dict[int, list[Node]]:
         """Map id(value) -> nodes consuming it."""
         table: dict[int, list[Node]] = {}
