@@ -55,10 +55,92 @@ def split_heads(query: Value, key: Value, value: Value) -> int | None:
     return count if 1 < count <= MAX_SPLIT_HEADS else None
 
 
+def _heads(x: str, heads: int) -> str:
+    """The (batch x head) matrices of `x`, a [heads, m, n] tensor, as a list of [1, m, n] tensors, in order."""
+    return f"tf.split({x}, {heads})"
+
+
 def _per_head(ctx: OpContext, a: str, b: str, heads: int, hint: str) -> str:
     """[heads, m, k] x [heads, k, n] as one plain matmul per head, concatenated back to [heads, m, n]."""
-    return ctx.let(f"tf.concat([tf.linalg.matmul(a, b) for a, b in zip(tf.split({a}, {heads}), "
-                   f"tf.split({b}, {heads}))], axis=0)", hint)
+    return ctx.let(f"tf.concat([tf.linalg.matmul(a, b) for a, b in zip({_heads(a, heads)}, {_heads(b, heads)})], "
+                   "axis=0)", hint)
+
+
+def _one_bias_for_all_heads(mask: object) -> bool:
+    """True when the mask (if any) is the same for every (batch, head) matrix: no leading axis but of size 1."""
+    return not isinstance(mask, Value) or all(d == 1 for d in mask.shape[:-2])
+
+
+def _bias(ctx: OpContext, mask: object, causal: bool, like: str, squeeze: bool = False) -> str | None:
+    """The masks as one additive float32 bias (0 where allowed, -1e30 where not), or None without masks; with
+    `squeeze`, a mask's leading axes (all of size 1) are dropped, so the bias is 2-D."""
+    terms = []
+    if isinstance(mask, Value):
+        m = ctx.t("attn_mask")
+        term = f"tf.cast(tf.logical_not({m}), {like}.dtype) * {_MASK_BIAS}" if mask.dtype == "bool" else m
+        if squeeze and mask.rank > 2:
+            term = ctx.let(term, "mask_bias")
+            term = f"tf.reshape({term}, tf.shape({term})[-2:])"
+        terms.append(term)
+    if causal:
+        length, source = (_length(ctx, name) for name in ("query", "key"))
+        # PyTorch's causal mask is top-left aligned: query i sees keys 0..i
+        terms.append(f"tf.cast(tf.range({length})[:, None] < tf.range({source})[None, :], {like}.dtype) * "
+                     f"{_MASK_BIAS}")
+    return " + ".join(terms) if terms else None
+
+
+def _per_head_softmax(ctx: OpContext, heads: int, scale: float, mask: object, causal: bool) -> str:
+    """The whole attention one head at a time (softmax(q_h k_h^T * scale + bias) v_h), heads concatenated once
+    at the end: no split of the probabilities, no concat of the scores. Only when one bias serves every head."""
+    query, value = ctx.value("query"), ctx.value("value")
+    head, dv = query.shape[-1], value.shape[-1]
+    q = f"tf.reshape({ctx.t('query')}, [{heads}, -1, {head}])"
+    kt = f"tf.transpose(tf.reshape({ctx.t('key')}, [{heads}, -1, {head}]), [0, 2, 1])"
+    v = f"tf.reshape({ctx.t('value')}, [{heads}, -1, {dv}])"
+    bias = _bias(ctx, mask, causal, ctx.t("query"), squeeze=True)
+    add = "" if bias is None else f" + {ctx.let(bias, 'bias')}"
+    flat = ctx.let(f"tf.concat([tf.linalg.matmul(tf.nn.softmax(tf.linalg.matmul(a, b) * {lit(scale)}{add}, "
+                   f"axis=-1), c) for a, b, c in zip({_heads(q, heads)}, {_heads(kt, heads)}, {_heads(v, heads)})], "
+                   "axis=0)", "attended")
+    lead = ", ".join(str(int(d)) for d in query.shape[:-2])
+    return f"tf.reshape({flat}, [{lead}, -1, {dv}])"
+
+
+def _batched(ctx: OpContext, heads: int | None, scale: float, mask: object, causal: bool, fast: bool) -> str:
+    """Scores for every head in one tensor (one batch matmul, or per-head matmuls concatenated), masked, softmax,
+    then the weighted values."""
+    query, value = ctx.value("query"), ctx.value("value")
+    q, k, v = ctx.t("query"), ctx.t("key"), ctx.t("value")
+    if heads is None:
+        scores = f"tf.linalg.matmul({q}, {k}, transpose_b=True)"
+    else:
+        head, dv = query.shape[-1], value.shape[-1]
+        kt = f"tf.transpose(tf.reshape({k}, [{heads}, -1, {head}]), [0, 2, 1])"
+        flat = _per_head(ctx, f"tf.reshape({q}, [{heads}, -1, {head}])", kt, heads, "scores")
+        lead = ", ".join(str(int(d)) for d in query.shape[:-2])
+        scores = f"tf.reshape({flat}, [{lead}, -1, {_length(ctx, 'key')}])"
+    scores = ctx.let(f"{scores} * {lit(scale)}", "scores")
+    if fast:
+        bias = _bias(ctx, mask, causal, scores)
+        if bias is not None:
+            scores = ctx.let(f"{scores} + {bias}", "masked")
+    else:
+        if isinstance(mask, Value):
+            m = ctx.t("attn_mask")
+            masked = f"tf.where({m}, {scores}, {_LOWEST})" if mask.dtype == "bool" else f"{scores} + {m}"
+            scores = ctx.let(masked, "masked")
+        if causal:
+            length, source = (_length(ctx, name) for name in ("query", "key"))
+            scores = ctx.let(f"tf.where(tf.range({length})[:, None] >= tf.range({source})[None, :], {scores}, "
+                             f"{_LOWEST})", "causal")
+    probs = f"tf.nn.softmax({scores}, axis=-1)"
+    if heads is None:
+        return f"tf.linalg.matmul({probs}, {v})"
+    flat = _per_head(ctx, f"tf.reshape({probs}, [{heads}, -1, {_length(ctx, 'key')}])",
+                     f"tf.reshape({v}, [{heads}, -1, {value.shape[-1]}])", heads, "attended")
+    lead = ", ".join(str(int(d)) for d in query.shape[:-2])
+    return f"tf.reshape({flat}, [{lead}, -1, {value.shape[-1]}])"
 
 
 @converter("aten.scaled_dot_product_attention.default", layout=LayoutPolicy.SOURCE, check=_check_sdpa,
@@ -73,43 +155,13 @@ def scaled_dot_product_attention(ctx: OpContext, node: Node) -> str:
     scale = ctx.arg("scale") or 1.0 / math.sqrt(query.shape[-1])
     heads = split_heads(query, key, value)
     fast = query.dtype == "float32"  # additive masks: -1e30 is not finite in float16
-    q, k, v = ctx.t("query"), ctx.t("key"), ctx.t("value")
-    if heads is None:
-        scores = f"tf.linalg.matmul({q}, {k}, transpose_b=True)"
-    else:
-        head, dv = query.shape[-1], value.shape[-1]
-        kt = f"tf.transpose(tf.reshape({k}, [{heads}, -1, {head}]), [0, 2, 1])"
-        flat = _per_head(ctx, f"tf.reshape({q}, [{heads}, -1, {head}])", kt, heads, "scores")
-        lead = ", ".join(str(int(d)) for d in query.shape[:-2])
-        scores = f"tf.reshape({flat}, [{lead}, -1, {_length(ctx, 'key')}])"
-    scores = ctx.let(f"{scores} * {lit(float(scale))}", "scores")
     mask = node.args.get("attn_mask")
     bool_mask = isinstance(mask, Value) and mask.dtype == "bool"
-    if isinstance(mask, Value):
-        m = ctx.t("attn_mask")
-        if not bool_mask:
-            masked = f"{scores} + {m}"
-        elif fast:
-            masked = f"{scores} + tf.cast(tf.logical_not({m}), {scores}.dtype) * {_MASK_BIAS}"
-        else:
-            masked = f"tf.where({m}, {scores}, {_LOWEST})"
-        scores = ctx.let(masked, "masked")
-    if ctx.arg("is_causal", False):
-        length, source = (_length(ctx, name) for name in ("query", "key"))
-        # PyTorch's causal mask is top-left aligned: query i sees keys 0..i
-        if fast:
-            scores = ctx.let(f"{scores} + tf.cast(tf.range({length})[:, None] < tf.range({source})[None, :], "
-                             f"{scores}.dtype) * {_MASK_BIAS}", "causal")
-        else:
-            scores = ctx.let(f"tf.where(tf.range({length})[:, None] >= tf.range({source})[None, :], {scores}, "
-                             f"{_LOWEST})", "causal")
-    probs = f"tf.nn.softmax({scores}, axis=-1)"
-    if heads is None:
-        attended = f"tf.linalg.matmul({probs}, {v})"
+    causal = bool(ctx.arg("is_causal", False))
+    if heads is not None and _one_bias_for_all_heads(mask):
+        attended = _per_head_softmax(ctx, heads, float(scale), mask, causal)
     else:
-        flat = _per_head(ctx, f"tf.reshape({probs}, [{heads}, -1, {_length(ctx, 'key')}])",
-                         f"tf.reshape({v}, [{heads}, -1, {dv}])", heads, "attended")
-        attended = f"tf.reshape({flat}, [{lead}, -1, {dv}])"
+        attended = _batched(ctx, heads, float(scale), mask, causal, fast)
     if bool_mask:
         attended = ctx.let(attended, "attended")
         allowed = f"tf.reduce_any({ctx.t('attn_mask')}, axis=-1, keepdims=True)"
