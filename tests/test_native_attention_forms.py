@@ -80,29 +80,3 @@ def test_batch_matmul_form_stays_for_many_heads(tmp_path: Path, monkeypatch: pyt
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
     assert sum(1 for n in _graph_ops(result) if n.op.startswith("BatchMatMul")) == 2
 
-
-def test_linear_over_tokens_is_one_fused_matmul(tmp_path: Path) -> None:
-    """A linear over (batch, tokens, features) adds its bias to the 2-D product, before the reshape back, so the
-    web model runs MatMul + BiasAdd as one _FusedMatMul (bridge/native/ops/linear.py); exact in TF.js wasm."""
-    from bridge.runtime.node import node_status, run_graph_model
-    from bridge.tfjs.convert import TfjsOptions, convert_saved_model
-    from bridge.tfjs.inspect import inspect_web_model
-
-    torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.GELU(), torch.nn.Linear(10, 4)).eval()
-    x = torch.randn(2, 5, 6)
-    result = rebuild_tf(module, [x], tmp_path / "tf", input_names=["x"])
-    with torch.no_grad():
-        expected = module(x).numpy()
-    np.testing.assert_allclose(result.run_torch_layout(x.numpy())[0], expected, atol=1e-5, rtol=1e-4)
-    web = tmp_path / "web"
-    convert_saved_model(result.saved_model_dir, web, TfjsOptions())
-    ops = inspect_web_model(web)["ops"]
-    assert ops.get("_FusedMatMul") == 2 and "BiasAdd" not in ops and "MatMul" not in ops, ops
-    if not node_status().ok:
-        pytest.skip("Node harness unavailable")
-    feeds = {i.name: i.move_to_web(x.numpy()) for i in result.inputs}
-    run = run_graph_model(web, [feeds], backends=["wasm"])["wasm"]
-    assert run.ok, run.error
-    first = result.outputs[0]
-    np.testing.assert_allclose(first.to_torch(run.outputs[0][first.name]), expected, atol=1e-5, rtol=1e-4)

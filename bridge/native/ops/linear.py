@@ -21,13 +21,13 @@ def linear(ctx: OpContext, node: Node) -> str:
         kernel = ctx.weight("weight", "in_out", linear_to_in_out, lambda e: f"tf.transpose({e})")
     x = ctx.t()
     rank = ctx.value().rank
-    # The bias is added to the 2-D product, before the reshape back: grappler's remapper then fuses MatMul +
-    # BiasAdd into the _FusedMatMul TF.js runs as one kernel (XNNPACK adds the bias as it writes the product).
-    flat = x if rank == 2 else f"tf.reshape({x}, [-1, {ctx.value().shape[-1]}])"
-    y = f"tf.linalg.matmul({flat}, {kernel})"
-    if ctx.has("bias"):
-        y = f"tf.nn.bias_add({y}, {ctx.t('bias')})"
-    return y if rank == 2 else f"tf.reshape({y}, {ctx.shape_list(ctx.out_dims())})"
+    if rank == 2:
+        y = f"tf.linalg.matmul({x}, {kernel})"
+    else:
+        features = ctx.value().shape[-1]
+        flat = f"tf.linalg.matmul(tf.reshape({x}, [-1, {features}]), {kernel})"
+        y = f"tf.reshape({flat}, {ctx.shape_list(ctx.out_dims())})"
+    return f"tf.nn.bias_add({y}, {ctx.t('bias')})" if ctx.has("bias") else y
 
 
 def _block_order(perm: tuple[int, ...]) -> str:
