@@ -25,7 +25,30 @@ class BoolMaskAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
 
 
+class PaddedHeads(nn.Module):
+    """BERT-style attention: (1, heads, length, head size) from a (1, length) 0/1 padding mask, heads made
+    distinct (each scaled differently), so a per-head form that mixes up heads or masks differs."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        heads = torch.arange(1, q.shape[1] + 1, dtype=q.dtype)[None, :, None, None]
+        keep = (pad > 0)[:, None, None, :]
+        return F.scaled_dot_product_attention(q * heads, k, v * heads, attn_mask=keep)
+
+
+class CausalHeads(nn.Module):
+    """GPT-style causal attention over (2, heads, length, head size), heads made distinct."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        heads = torch.arange(1, q.shape[1] + 1, dtype=q.dtype)[None, :, None, None]
+        return F.scaled_dot_product_attention(q * heads, k, v + heads, is_causal=True)
+
+
 CASES = [
+    # the per-head form (one plain matmul per head, the mask as an additive bias; bridge/native/ops/attention.py)
+    OpCase("sdpa-per-head-padding-mask", PaddedHeads, [(1, 4, 7, 8), (1, 4, 7, 8), (1, 4, 7, 6), (1, 7)], (SDPA,),
+           layouts=SOURCE, ints=(3,)),
+    OpCase("sdpa-per-head-causal", CausalHeads, [(2, 3, 6, 8), (2, 3, 6, 8), (2, 3, 6, 8)], (SDPA,),
+           layouts={"in0": "source", "in1": "source", "in2": "source"}),
     OpCase("sdpa-bool-mask-fully-masked-rows", BoolMaskAttention, [(2, 3, 5, 8), (2, 3, 6, 8), (2, 3, 6, 4), (2, 6)],
            (SDPA,), layouts=SOURCE, ints=(3,)),
 ]

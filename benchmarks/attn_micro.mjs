@@ -1,0 +1,58 @@
+// Scratch: micro-benchmarks of TF.js wasm kernels for attention / linear forms. node attn_micro.mjs
+import path from 'node:path';
+import { createRequire } from 'node:module';
+const nm = '/work/wt-attn/bridge/js/node_modules';
+const req = createRequire(path.join(nm, '_x.js'));
+const tf = req('@tensorflow/tfjs');
+const wasm = req('@tensorflow/tfjs-backend-wasm');
+wasm.setWasmPaths(path.join(nm, '@tensorflow/tfjs-backend-wasm/dist') + '/');
+tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
+await tf.setBackend(process.argv[2] || 'wasm');
+await tf.ready();
+function bench(name, fn, n = 30) {
+  for (let i = 0; i < 3; i++) tf.tidy(() => { fn().dataSync(); });
+  const ts = [];
+  for (let i = 0; i < n; i++) { const t = performance.now(); tf.tidy(() => { fn().dataSync(); }); ts.push(performance.now() - t); }
+  ts.sort((a, b) => a - b);
+  console.log(`${name.padEnd(50)} min ${ts[0].toFixed(3)} med ${ts[Math.floor(n / 2)].toFixed(3)} ms`);
+}
+const S = Number(process.argv[3] || 128), C = 384, H = 12, D = 32, F = 1536;
+const x = tf.randomNormal([S, C]); const w = tf.randomNormal([C, C]); const wT = tf.transpose(w); const b = tf.randomNormal([C]);
+const w1 = tf.randomNormal([C, F]); const b1 = tf.randomNormal([F]);
+const x3 = tf.randomNormal([1, S, C]);
+bench('matMul x[S,C] w[C,C]', () => tf.matMul(x, w));
+bench('matMul x w^T (transposeB)', () => tf.matMul(x, wT, false, true));
+bench('matMul w^T x^T  -> [C,S] (transposeA? no: wT, x transposeB)', () => tf.matMul(wT, x, false, true));
+bench('matMul x3[1,S,C] w[C,C] (batched rank3 x rank2)', () => tf.matMul(x3, w));
+bench('matMul + add bias', () => tf.add(tf.matMul(x, w), b));
+bench('fused matMul bias', () => tf.fused.matMul({ a: x, b: w, bias: b }));
+bench('fused matMul bias relu', () => tf.fused.matMul({ a: x, b: w, bias: b, activation: 'relu' }));
+bench('FFN up matMul [S,C]x[C,F] + add', () => tf.add(tf.matMul(x, w1), b1));
+bench('FFN up fused bias', () => tf.fused.matMul({ a: x, b: w1, bias: b1 }));
+const q = tf.randomNormal([1, S, H, D]);
+bench('transpose [1,S,H,D]->[1,H,S,D]', () => tf.transpose(q, [0, 2, 1, 3]));
+const qh = tf.randomNormal([1, H, S, D]); const kh = tf.randomNormal([1, H, S, D]);
+const qt = tf.randomNormal([1, H, D, S]); const kt = tf.randomNormal([1, H, D, S]);
+bench('BMM q[H,S,D] k[H,S,D] adjY', () => tf.matMul(qh, kh, false, true));
+bench('BMM qT[H,D,S] kT[H,D,S] adjX', () => tf.matMul(qt, kt, true, false));
+bench('BMM q[H,S,D] kT[H,D,S]', () => tf.matMul(qh, kt));
+const p = tf.softmax(tf.randomNormal([1, H, S, S]));
+bench('BMM p[H,S,S] v[H,S,D]', () => tf.matMul(p, kh));
+bench('BMM p v^T[H,D,S] adjY', () => tf.matMul(p, kt, false, true));
+bench('BMM vT[H,D,S] p adjY -> [H,D,S]', () => tf.matMul(kt, p, false, true));
+const m = tf.randomUniform([1, 1, S, S]).greater(0.1);
+const sc = tf.randomNormal([1, H, S, S]);
+const bias = tf.randomNormal([1, 1, S, S]);
+bench('where(mask[1,1,S,S], scores, scalar)', () => tf.where(m, sc, tf.scalar(-1e30)));
+bench('scores + bias[1,1,S,S]', () => tf.add(sc, bias));
+bench('scores * scalar', () => tf.mul(sc, tf.scalar(0.17)));
+bench('softmax [1,H,S,S]', () => tf.softmax(sc));
+const o = tf.randomNormal([1, H, S, D]); const rm = tf.randomUniform([1, 1, S, 1]);
+bench('where(any[1,1,S,1], o, zeros)', () => tf.where(rm.greater(0.1), o, tf.zerosLike(o)));
+bench('o * rowmask[1,1,S,1]', () => tf.mul(o, rm));
+const h = tf.randomNormal([1, S, F]);
+bench('gelu erf form: 0.5x(1+erf(x/sqrt2)) 5 ops', () => tf.mul(tf.mul(h, 0.5), tf.add(1, tf.erf(tf.mul(h, 0.7071067811865476)))));
+bench('erf only', () => tf.erf(h));
+const y = tf.randomNormal([1, S, C]); const g = tf.randomNormal([C]); const be = tf.randomNormal([C]);
+bench('layernorm moments form (current 11 ops)', () => { const mean = tf.mean(y, -1, true); const v = tf.mean(tf.squaredDifference(y, mean), -1, true); const r = tf.mul(tf.rsqrt(tf.add(v, 1e-12)), g); return tf.add(tf.mul(y, r), tf.sub(be, tf.mul(mean, r))); });
+bench('layernorm (x-mean)*r*g+b', () => { const mean = tf.mean(y, -1, true); const d = tf.sub(y, mean); const v = tf.mean(tf.square(d), -1, true); return tf.add(tf.mul(tf.mul(d, tf.rsqrt(tf.add(v, 1e-12))), g), be); });

@@ -1,0 +1,82 @@
+"""The forms bridge writes scaled_dot_product_attention in for TF.js's wasm backend (bridge/native/ops/attention.py):
+one plain matmul per head instead of a batch matmul over heads, and masks added as a bias instead of selected with
+tf.where. The table cases in tests/native_op_cases/attention.py prove them exact; here: the graph really has the
+fast form (no Tile-ing Select, no batch matmul over heads, no adjoint flag), and must-fail twins: a per-head form
+that puts heads back in the wrong order, or a mask bias that does not mask, is caught by the same comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bridge.native import rebuild_tf
+from bridge.native.ops import attention
+from tests.native_op_cases.attention import CausalHeads, PaddedHeads
+
+SOURCE = {"in0": "source", "in1": "source", "in2": "source"}
+
+
+def _inputs(shapes: list[tuple[int, ...]], ints: tuple[int, ...] = ()) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    out = [torch.randint(0, 4, s, generator=gen) if i in ints else torch.randn(s, generator=gen)
+           for i, s in enumerate(shapes)]
+    if ints:  # at least one kept key per row and at least one padded key
+        out[ints[0]][..., 0], out[ints[0]][..., -1] = 1, 0
+    return out
+
+
+def _rebuild(module: torch.nn.Module, inputs: list[torch.Tensor], tmp: Path) -> tuple[np.ndarray, np.ndarray, object]:
+    names = [f"in{i}" for i in range(len(inputs))]
+    result = rebuild_tf(module, inputs, tmp, input_names=names, input_layouts=SOURCE)
+    with torch.no_grad():
+        expected = module(*inputs).numpy()
+    return result.run_torch_layout(*[t.numpy() for t in inputs])[0], expected, result
+
+
+def _graph_ops(result: object) -> list[object]:
+    graph = result.model.__call__.get_concrete_function().graph.as_graph_def()  # type: ignore[attr-defined]
+    return list(graph.node)
+
+
+PADDED = ([(1, 4, 7, 8), (1, 4, 7, 8), (1, 4, 7, 6), (1, 7)], (3,))
+
+
+def test_per_head_form_has_no_slow_ops(tmp_path: Path) -> None:
+    got, expected, result = _rebuild(PaddedHeads().eval(), _inputs(*PADDED), tmp_path)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
+    nodes = _graph_ops(result)
+    ops = [n.op for n in nodes]
+    assert "SelectV2" not in ops and "Select" not in ops, "the mask must be a bias (TF.js's where Tiles)"
+    matmuls = [n for n in nodes if n.op in ("BatchMatMulV2", "BatchMatMul", "BatchMatMulV3")]
+    assert len(matmuls) == 2 * 4, f"one scores and one values matmul per head: {len(matmuls)}"
+    assert not any(n.attr["adj_x"].b or n.attr["adj_y"].b for n in matmuls), "an adjoint flag (wasm's slow path)"
+
+
+def test_wrong_head_order_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Must-fail twin: heads taken (and so concatenated back) in reverse order."""
+
+    monkeypatch.setattr(attention, "_heads", lambda x, heads: f"tf.split({x}, {heads})[::-1]")
+    got, expected, _ = _rebuild(PaddedHeads().eval(), _inputs(*PADDED), tmp_path)
+    assert not np.allclose(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_non_masking_bias_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Must-fail twin: a mask bias too small to mask (-1 instead of -1e30) changes the padded rows' weights."""
+    monkeypatch.setattr(attention, "_MASK_BIAS", "-1.0")
+    got, expected, _ = _rebuild(PaddedHeads().eval(), _inputs(*PADDED), tmp_path / "pad")
+    assert not np.allclose(got, expected, atol=1e-5, rtol=1e-4)
+    inputs = _inputs([(2, 3, 6, 8)] * 3)
+    got, expected, _ = _rebuild(CausalHeads().eval(), inputs, tmp_path / "causal")
+    assert not np.allclose(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_batch_matmul_form_stays_for_many_heads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above MAX_SPLIT_HEADS (here set to 2) the one-batch-matmul form is written, and is exact too."""
+    monkeypatch.setattr(attention, "MAX_SPLIT_HEADS", 2)
+    got, expected, result = _rebuild(PaddedHeads().eval(), _inputs(*PADDED), tmp_path)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
+    assert sum(1 for n in _graph_ops(result) if n.op.startswith("BatchMatMul")) == 2
+
