@@ -1,6 +1,6 @@
 """Attention: scaled_dot_product_attention as matmul -> (mask) -> softmax -> matmul, in PyTorch axis order.
 
-Written in the forms TF.js's wasm backend runs fastest (measured in benchmarks/attn_micro.mjs, TF.js 4.22):
+Written in the forms TF.js's wasm backend runs fastest (measured with kernel micro-benchmarks and benchmarks/attn_ab.mjs, TF.js 4.22):
 its BatchMatMul takes XNNPACK's fast path only for a batch of 1 without adjoint flags, and runs every other
 batch matmul (a batch of heads, or `adj_y`) through a naive loop 5-25x slower, while a Transpose, a Split and a
 Concat of the same tensors cost little. So when the number of heads (times the batch) is known, the scores and the
