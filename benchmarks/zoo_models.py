@@ -38,7 +38,8 @@ MAX_POSITIONS = 256  # the default dynamic lengths go up to 128 (+2 for RoBERTa-
 # than 1 pixel, so torch.export specializes no axis to 1), then an odd and a larger size
 IMAGE_SIZES = ("64,47,96",)
 # Models whose code branches on a size (Swin's window padding guards h % 2 == 0; MobileNetV2's TF-style padding
-# turns sizes into Python ints, frozen for the example, and torch.export bounds the side to >= 64): sides that are
+# turns sizes into Python ints, frozen for the example; torch.export bounds MobileNetV2's and ConvNeXt's side to
+# >= 64): sides that are
 # multiples of 32 from 64 up keep every branch the example took, which is what the captured program holds for (an
 # odd side is refused by name at capture)
 EVEN_IMAGE_SIZES = ("64,96,128",)
@@ -636,7 +637,7 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in [
                                  why="TF.js WebGPU reads a computed reshape target back as zeros on SwiftShader "
                                      "(\"Size(16384) must match the product of shape 0,0,0,0\"); WebGL, wasm pass")),
     _model("convnext", "vision", "transformers ConvNextForImageClassification", convnext, ("pixel_values:1x3x64x64",),
-           IMAGE_DYNAMIC, dynamic_sizes=IMAGE_SIZES),
+           IMAGE_DYNAMIC, dynamic_sizes=EVEN_IMAGE_SIZES),
     _model("resnet", "vision", "transformers ResNetModel", resnet, ("pixel_values:1x3x64x64",), IMAGE_DYNAMIC,
            dynamic_sizes=IMAGE_SIZES),
     _model("mobilenet_v2", "vision", "transformers MobileNetV2Model", mobilenet_v2, ("pixel_values:1x3x64x64",),

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,17 +55,36 @@ def activations() -> TinyModel:
                                    + np.exp(-np.square(x.astype(np.float64)))).astype(np.float32)})
 
 
+_TEMP_ROOT: list[str] = []  # this module's own temp folder: other bridge runs on the machine have other profiles
+
+
 def _no_leftover_chromium() -> list[str]:
-    """Command lines of Chromium processes started by the harness (their profile lives in a bridge-browser- dir)."""
+    """Command lines of Chromium processes this module's harness runs started (their profile lives in a
+    bridge-browser- dir inside the module's own temp folder, so a conversion running beside the tests is not
+    counted)."""
+    marker = os.path.join(_TEMP_ROOT[0], PROCESS_MARKER) if _TEMP_ROOT else PROCESS_MARKER
     listing = subprocess.run(["ps", "-eww", "-o", "pid=,args="], capture_output=True, text=True, check=True).stdout
-    return [line for line in listing.splitlines() if PROCESS_MARKER in line and "chrom" in line.lower()]
+    return [line for line in listing.splitlines() if marker in line and "chrom" in line.lower()]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _chromium_is_gone_afterwards() -> Iterator[None]:
-    """After every test of this module, no Chromium started by the harness may be left running."""
-    yield
-    assert _no_leftover_chromium() == []
+def _chromium_is_gone_afterwards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The module's temp files (Chromium profiles included) go to its own folder, also for the subprocesses it
+    starts; after every test of this module, no Chromium started by the harness may be left running."""
+    root = str(tmp_path_factory.mktemp("harness-temp"))
+    saved_dir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = root, root
+    _TEMP_ROOT.append(root)
+    try:
+        yield
+        assert _no_leftover_chromium() == []
+    finally:
+        _TEMP_ROOT.clear()
+        tempfile.tempdir = saved_dir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
 
 
 def _assert_matches(run: BackendRun, expected: list[dict[str, np.ndarray]]) -> None:

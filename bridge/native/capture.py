@@ -84,24 +84,6 @@ def capture(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], *, 
                             "route (route='onnx')")
 
 
-def size_ranges(program: torch.export.ExportedProgram, input_names: Sequence[str]) -> dict[tuple[str, int],
-                                                                                       tuple[int, float]]:
-    """The sizes each dynamic input dimension may take for the exported program to hold, as torch.export learned
-    them from the model's code: {(input name, axis): (low, high)}, high = inf when unbounded. A bound tighter than
-    torch.export's defaults means the code fixed something for the example's size (e.g. an int() of a size)."""
-    kinds = torch.export.graph_signature.InputKind
-    user = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == kinds.USER_INPUT]
-    by_name = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
-    ranges: dict[tuple[str, int], tuple[int, float]] = {}
-    for input_name, node_name in zip(input_names, user):
-        val = by_name[node_name].meta.get("val")
-        for axis, dim in enumerate(getattr(val, "shape", ())):
-            if isinstance(dim, torch.SymInt) and dim.node.expr in program.range_constraints:
-                bound = program.range_constraints[dim.node.expr]
-                ranges[(input_name, axis)] = (int(bound.lower), _finite_or_inf(bound.upper))
-    return ranges
-
-
 def output_shape_mismatches(program: torch.export.ExportedProgram, input_names: Sequence[str],
                             sample_shapes: Sequence[Mapping[str, tuple[int, ...]]],
                             reference_shapes: Sequence[Sequence[tuple[int, ...]]]) -> list[str]:
@@ -155,33 +137,6 @@ def guard_failures(program: torch.export.ExportedProgram, samples: Sequence[Sequ
         except Exception:  # noqa: BLE001 - past the guards the meta call may stop anywhere: that is expected
             pass
     return problems
-
-
-def _finite_or_inf(bound: Any) -> float:
-    """A sympy bound as an int, or inf for torch's int_oo."""
-    from torch.utils._sympy.numbers import int_oo
-
-    return float("inf") if bound == int_oo or bound == float("inf") else int(bound)
-
-
-def check_sample_sizes(ranges: Mapping[tuple[str, int], tuple[int, float]],
-                       sample_shapes: Sequence[Mapping[str, tuple[int, ...]]]) -> None:
-    """A CaptureError naming every sample size outside the range the exported program holds for (`size_ranges`):
-    the web model would run at that size and give another model's numbers, so nothing is written."""
-    problems = []
-    for index, shapes in enumerate(sample_shapes):
-        for (name, axis), (low, high) in ranges.items():
-            shape = shapes.get(name)
-            if shape is not None and axis < len(shape) and not low <= shape[axis] <= high:
-                span = f"{low}..{'' if high == float('inf') else int(high)}"
-                problems.append(f"sample {index}: {name} axis {axis} is {shape[axis]}, outside {span}")
-    if problems:
-        raise CaptureError("torch.export captured the model for a narrower range of sizes than the samples use: "
-                           "the model's code fixed something from the example's size (an int() or a branch on a "
-                           "size), so other sizes would silently compute something else", stage="capture",
-                           details=problems,
-                           hint="give --dynamic-sizes inside the range, make those dimensions static, or compute "
-                                "the size-dependent values with tensor ops instead of Python ints")
 
 
 _DATA_DEPENDENT = ("Data-dependent branching", "data-dependent expression", "GuardOnDataDependentSymNode")

@@ -20,8 +20,7 @@ import torch
 
 from bridge.errors import BridgeError, CaptureError, ConversionError, UsageError
 from bridge.util.tf_errors import tf_error_message, tf_error_node
-from bridge.native.capture import (Captured, build_graph, capture, check_sample_sizes, guard_failures,
-                                   output_shape_mismatches, size_ranges)
+from bridge.native.capture import Captured, build_graph, capture, guard_failures, output_shape_mismatches
 from bridge.native.codegen import GeneratedModel, generate
 from bridge.native.fold import fold_weight_ops
 from bridge.native.ir import Graph, Layout
@@ -125,9 +124,9 @@ def rebuild_tf(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], 
     input is (`output_layouts` overrides). `dynamic_dims` maps an input name to {axis: dim name}, e.g.
     {"x": {0: "batch"}}. `converters` is the registry to use (default: user converters over the built-ins).
     `strict=None` captures with strict torch.export, falling back to non-strict; True/False forces one.
-    `sample_shapes` ({input name: shape} per sample) must lie in the sizes the capture holds for, and give the
-    output shapes `reference_shapes` (PyTorch's, in output order per sample); a strict capture that does not is
-    redone non-strict.
+    `sample_shapes` ({input name: shape} per sample) must meet the guards torch.export recorded and give the output
+    shapes `reference_shapes` (PyTorch's, in output order per sample); a strict capture that does not is redone
+    non-strict.
     Raises CaptureError, UnsupportedOpsError (every unsupported op at once) or ConversionError."""
     load_builtins()
     registry = converters or default_registry()
@@ -138,7 +137,6 @@ def rebuild_tf(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], 
         keep = {t for t in registry.targets() if t.startswith("aten.")}
         dims_by_index = {names.index(k): v for k, v in (dynamic_dims or {}).items() if _known(k, names)}
         captured = capture(module, example_inputs, keep=keep, dynamic_dims=dims_by_index, strict=strict)
-        check_sample_sizes(size_ranges(captured.program, names), sample_shapes)
         captured = _sound_capture(captured, module, example_inputs, keep, dims_by_index, strict, names,
                                   sample_shapes, reference_shapes)
         graph = build_graph(captured, name=type(module).__name__, input_names=names, output_names=output_names)

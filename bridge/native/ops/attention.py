@@ -115,7 +115,7 @@ def _batched(ctx: OpContext, heads: int | None, scale: float, mask: object, caus
     if heads is None:
         scores = f"tf.linalg.matmul({q}, {k}, transpose_b=True)"
     else:
-        head, dv = query.shape[-1], value.shape[-1]
+        head = query.shape[-1]
         kt = f"tf.transpose(tf.reshape({k}, [{heads}, -1, {head}]), [0, 2, 1])"
         flat = _per_head(ctx, f"tf.reshape({q}, [{heads}, -1, {head}])", kt, heads, "scores")
         lead = ", ".join(str(int(d)) for d in query.shape[:-2])
