@@ -39,11 +39,13 @@ const CLOCKS = {
 };
 let now = CLOCKS.cpu;
 
-function errorText(err) {
+/** The message of an error (or the thing thrown). */
+export function errorText(err) {
   return String(err && err.message ? err.message : err);
 }
 
-function median(values) {
+/** The median of `values` (null when empty). */
+export function median(values) {
   if (values.length === 0) return null;
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);

@@ -16,17 +16,7 @@
 // Exit code 0: summary written (a failure is in `error`).
 
 import { makeFeeds, unpackInputs } from './ort_runner.mjs';
-
-function errorText(err) {
-  return String(err && err.message ? err.message : err);
-}
-
-function median(values) {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
+import { errorText, median } from '../profile.mjs';
 
 const SESSION = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' };
 
