@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-const nm = '/work/wt-attn/bridge/js/node_modules';
+const nm = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'bridge', 'js', 'node_modules');
 const req = createRequire(path.join(nm, '_x.js'));
 const tf = req('@tensorflow/tfjs');
 const wasm = req('@tensorflow/tfjs-backend-wasm');

@@ -80,3 +80,33 @@ def test_batch_matmul_form_stays_for_many_heads(tmp_path: Path, monkeypatch: pyt
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
     assert sum(1 for n in _graph_ops(result) if n.op.startswith("BatchMatMul")) == 2
 
+
+
+class ConstantMaskHeads(torch.nn.Module):
+    """transformers 5.x style: a mask built from an arange alone (`arange(n) >= lowest`), expanded per batch.
+    With lowest 0 it allows every key; with lowest 3 it hides the first three queries' keys entirely."""
+
+    def __init__(self, lowest: int) -> None:
+        super().__init__()
+        self.lowest = lowest
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        n = q.shape[-2]
+        allowed = (torch.arange(n) >= self.lowest)[None, None, :, None].expand(1, 1, n, k.shape[-2])
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+
+
+CONSTANT_MASK_CASES = [
+    # (lowest, the mask is dropped: no bias Add feeds the softmaxes, no zeroing of rows without a key)
+    (0, True),
+    (3, False),  # twin: a constant mask that hides something must stay
+]
+
+
+@pytest.mark.parametrize("lowest, dropped", CONSTANT_MASK_CASES)
+def test_constant_mask_that_hides_nothing_is_dropped(tmp_path: Path, lowest: int, dropped: bool) -> None:
+    inputs = _inputs([(1, 4, 7, 8), (1, 4, 7, 8), (1, 4, 7, 6)])
+    got, expected, result = _rebuild(ConstantMaskHeads(lowest).eval(), inputs, tmp_path)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
+    ops = [n.op for n in _graph_ops(result)]
+    assert ("Any" not in ops) is dropped, f"row fix-up (reduce_any of the mask) present: {'Any' in ops}"

@@ -20,6 +20,7 @@ import torch
 
 from bridge.errors import BridgeError, CaptureError, ConversionError, UsageError
 from bridge.util.tf_errors import tf_error_message, tf_error_node
+from bridge.native.attention_masks import drop_masks_that_hide_nothing
 from bridge.native.capture import Captured, build_graph, capture, guard_failures, output_shape_mismatches
 from bridge.native.codegen import GeneratedModel, generate
 from bridge.native.fold import fold_weight_ops
@@ -142,6 +143,7 @@ def rebuild_tf(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], 
         graph = build_graph(captured, name=type(module).__name__, input_names=names, output_names=output_names)
     with _timed(timings, "convert"), _typed_errors("generating", "tf"):
         fold_weight_ops(graph)
+        drop_masks_that_hide_nothing(graph)
         scan_unsupported(_every_node(graph), registry, stage="rebuild-tf")
         in_layouts = _input_layouts(graph, input_layouts or {})
         out_layouts = _output_layouts(graph, in_layouts, output_layouts or {})

@@ -5,9 +5,9 @@ its BatchMatMul takes XNNPACK's fast path only for a batch of 1 without adjoint 
 batch matmul (a batch of heads, or `adj_y`) through a naive loop 5-25x slower, while a Transpose, a Split and a
 Concat of the same tensors cost little. So when the number of heads (times the batch) is known, the scores and the
 weighted values are one plain matmul per head: K is transposed once, Q, K^T, P and V are split per head, the head
-results concatenated. Masks are added as a bias (0 or -1e30) rather than selected with tf.where: TF.js's `where`
+results concatenated. Masks are added as a bias (0 or -1e9) rather than selected with tf.where: TF.js's `where`
 broadcasts its operands with Tile, which is slow, where an Add broadcasts in the kernel. Both forms are exact:
-the per-head matmuls compute the same sums, and a score plus 0 is the score, a score plus -1e30 an exact zero
+the per-head matmuls compute the same sums, and a score plus 0 is the score, a score plus -1e9 an exact zero
 after the softmax."""
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ from bridge.native.ir import Node, Value
 from bridge.native.registry import LayoutPolicy, converter
 
 _LOWEST = "-3.4028234663852886e38"  # masked scores: finite, so WebGL stays happy; softmax gives exact zeros
-# Added to masked float32 scores: finite even after adding any score below 1e37, so a row that allows no key
-# stays finite (then zeroed), and exp(score - 1e30 - max) is an exact 0 for every other row.
-_MASK_BIAS = "-1e30"
+# Added to masked float32 scores. exp(score - 1e9 - max) is an exact 0 in float32 for any row whose scores lie
+# within 1e9 of each other, as exp(-inf) is in PyTorch. A row that allows no key (then zeroed) stays finite on
+# every TF.js backend with their single Softmax kernel: WebGL's max reduction starts from -1e20 and its softmax
+# subtracts a log-sum-exp, which a bias near -1e20 or below turns into inf (bridge.tfjs.masked_softmax, which spells
+# out softmaxes fed by such fills, leaves this one alone).
+_MASK_BIAS = "-1e9"
 MAX_SPLIT_HEADS = 64  # above this many heads (times the batch), one batch matmul: op count would dominate
 
 
@@ -72,7 +75,7 @@ def _one_bias_for_all_heads(mask: object) -> bool:
 
 
 def _bias(ctx: OpContext, mask: object, causal: bool, like: str, squeeze: bool = False) -> str | None:
-    """The masks as one additive float32 bias (0 where allowed, -1e30 where not), or None without masks; with
+    """The masks as one additive float32 bias (0 where allowed, -1e9 where not), or None without masks; with
     `squeeze`, a mask's leading axes (all of size 1) are dropped, so the bias is 2-D."""
     terms = []
     if isinstance(mask, Value):
@@ -154,7 +157,7 @@ def scaled_dot_product_attention(ctx: OpContext, node: Node) -> str:
     query, key, value = (ctx.value(n) for n in ("query", "key", "value"))
     scale = ctx.arg("scale") or 1.0 / math.sqrt(query.shape[-1])
     heads = split_heads(query, key, value)
-    fast = query.dtype == "float32"  # additive masks: -1e30 is not finite in float16
+    fast = query.dtype == "float32"  # additive masks: -1e9 is not finite in float16
     mask = node.args.get("attn_mask")
     bool_mask = isinstance(mask, Value) and mask.dtype == "bool"
     causal = bool(ctx.arg("is_causal", False))
