@@ -1,4 +1,5 @@
-"""Scratch benchmark for issue 17 (transformers in TF.js wasm): a 6x384 sentence encoder and ViT-tiny, converted on
+"""Scratch benchmark for issue 17 (TF.js wasm): a 6x384 sentence encoder, ViT-tiny, the speech encoder and the
+benchmark suite's LSTM and GRU classifiers, converted on
 the native route, timed in TF.js Node wasm and onnxruntime-web Node wasm back to back.
 
     python -m benchmarks.attn_scratch convert MODEL OUT     # bridge.convert (native) + ONNX export
@@ -72,7 +73,17 @@ def _perturb(module):
     return module
 
 
-MODELS = {"sentence": sentence_encoder, "vit": vit_tiny, "speech": speech_encoder}
+def _bench_model(name: str):
+    def build():
+        from benchmarks.models import MODELS as BENCH
+
+        bench = BENCH[name]
+        return bench.build().eval(), bench.inputs
+    return build
+
+
+MODELS = {"sentence": sentence_encoder, "vit": vit_tiny, "speech": speech_encoder,
+          "lstm": _bench_model("lstm"), "gru": _bench_model("gru")}
 
 
 def op_counts(web_model: Path) -> Counter:

@@ -317,12 +317,35 @@ CASES: list[Case] = [
     # the ONNX route's GRU/LSTM with a dynamic length): bridge moves it onto an Identity.
     Case("while_loop_addn_of_loop_invariants", fn_case(lambda m, x: _addn_in_loop(m, x), [spec([None, None, 4])]),
          normal(2, 5, 4), lambda graph: expect_addn_without_control_inputs(graph), needs_async=True),
+    # A block weight (an RNN's layers in one MatMul): its zero blocks are rebuilt at run time, not stored
+    Case("zero_block_weight", fn_case(lambda m, x: tf.matmul(x, m.w) + 0.5, [spec([None, 256])],
+                                      lambda: {"w": tf.Variable(block_weight())}),
+         normal(2, 256), lambda graph: expect_zero_blocks_unstored(graph, block_weight())),
     Case("two_inputs_two_outputs", fn_case(
         lambda m, a, b: {"total": tf.matmul(a, m.w) + b, "scaled": tf.nn.relu(a * 2.0)},
         [spec([None, 3], name="a"), spec([None, 2], name="b")], lambda: {"w": var(7, [3, 2])()}),
         lambda rng: {"a": rng.standard_normal((2, 3)).astype(np.float32),
                      "b": rng.standard_normal((2, 2)).astype(np.float32)}),
 ]
+
+
+def block_weight() -> np.ndarray:
+    """[256, 512]: the lower half's rows zero in four 96-column blocks, one -0.0 among the zeros (kept stored)."""
+    w = np.random.default_rng(3).normal(0, 0.3, (256, 512)).astype(np.float32)
+    for start in range(0, 512, 128):
+        w[128:, start:start + 96] = 0.0
+    w[200, 10] = -0.0
+    return w
+
+
+def expect_zero_blocks_unstored(graph: OptimizedGraph, weight: np.ndarray) -> None:
+    """The weight's Const is gone: Fill nodes and stored parts instead, fewer stored floats than the weight has."""
+    from bridge.tfjs.graph_names import const_value
+
+    assert graph.op_histogram.get("Fill") and graph.op_histogram.get("ConcatV2"), graph.op_histogram
+    stored = sum(const_value(n).size for n in graph.graph_def.node if n.op == "Const"
+                 and n.attr["dtype"].type == tf.float32.as_datatype_enum)
+    assert stored < 0.7 * weight.size, (stored, weight.size)
 
 
 def _addn_in_loop(m: Any, x: Any) -> Any:

@@ -5,7 +5,8 @@ norms; Add->BiasAdd (also out of grappler's regrouped residual sums); pin contra
 (remap, keeping layer norms' epsilon); SAME padding the wasm backend gets wrong; drop unused control-flow
 placeholders; PReLU; depthwise fusion; activations (PReLU, ...) into fused contractions; the un-fuse guard;
 rewrites (ops JS lacks or gets wrong, softmax over float32-minimum masks, Switch control edges, control inputs on list-input ops); prune; clear devices
-and debug info; canonical function names; check ops and graph integrity again.
+and debug info; canonical function names; check ops and graph integrity again; then, on the real weights,
+weights with large zero blocks are stored without them (bridge.tfjs.zero_blocks).
 Const nodes keep their values: the weights half (bridge.tfjs.weights) extracts them.
 
 Large weights do not travel through the passes: they are swapped for few-byte stand-ins first and put back at the
@@ -34,6 +35,7 @@ from bridge.tfjs.same_padding import spell_out_risky_same_padding
 from bridge.tfjs.rewrites import (RENAMES, REWRITES, apply_rewrites, reroute_switch_control_inputs,
                                   route_variadic_control_inputs, split_strided_slice_shrink)
 from bridge.tfjs.weight_stubs import PROBES, StubsConsumed, WeightStubs
+from bridge.tfjs.zero_blocks import unstore_zero_blocks
 
 __all__ = ["OptimizedGraph", "TensorInfo", "optimize_for_tfjs", "optimize_graph_def"]
 STAGE = "tfjs-write"
@@ -78,8 +80,16 @@ def optimize_graph_def(graph_def: Any, inputs: list[TensorInfo], outputs: list[T
 def optimize_with_stubs(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorInfo], *,
                         strip_debug_ops: bool = True) -> tuple[Any, str]:
     """Optimize with large weights replaced by stand-ins (bridge.tfjs.weight_stubs), falling back to the real
-    graph when a check fails. Returns the optimized GraphDef (real values in every Const) and how it was done:
-    ``"no large weights"``, ``"stubbed N weight(s)"`` or ``"real weights (...reason...)"``."""
+    graph when a check fails; then, on the real values, weights with large zero blocks are rebuilt at run time
+    instead of stored (bridge.tfjs.zero_blocks). Returns the optimized GraphDef (real values in every Const) and
+    how it was done: ``"no large weights"``, ``"stubbed N weight(s)"`` or ``"real weights (...reason...)"``."""
+    optimized, how = _optimize(graph_def, inputs, outputs, strip_debug_ops)
+    unstore_zero_blocks(optimized, _fetch_nodes(outputs) | {node_name(i.name) for i in inputs})
+    return optimized, how
+
+
+def _optimize(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorInfo],
+              strip_debug_ops: bool) -> tuple[Any, str]:
     stubs = WeightStubs()
     count = stubs.collect(graph_def)
     if not count:

@@ -8,10 +8,13 @@ Unrolled, per layer: the input projection of every step is one MatMul before the
 (LSTM: b_ih + b_hh; GRU: the same for r and z, n keeps b_hn inside r * (W_hn h + b_hn)); its rows come from a
 few Splits and Unpacks, never a slice per step; each step is one MatMul of h for all gates (a GRU: one for r, z
 and one for n), one Split of the gates, one Sigmoid over LSTM's i, f, o (gates stored in the order i, f, o, g) or
-GRU's r, z; the outputs are stacked once. Stacked unidirectional layers run as one wavefront (`_wavefront`):
-T + L - 1 steps whose elementwise lines serve every layer at once; the two directions of a bidirectional layer
-share one loop the same way (`_both_directions`). Weights are stored transposed to [in, gates]
-("in_out"): never `transpose_b=True`, which TF.js 4.22's wasm backend computes wrongly once fused with a bias."""
+GRU's r, z; the outputs are stacked once. Stacked unidirectional layers run as one flat wavefront
+(`_wavefront`): T + L - 1 steps, every layer's state side by side in one row, one MatMul per step by a block
+weight and elementwise lines that serve every layer at once: 11 ops a step for any number of layers. The block
+weight stores zeros where a layer's state does not feed a layer (4 (L - 1)^2 blocks of H x H for an LSTM,
+4 L^2 - 6 L + 3 for a GRU: the native route's one trade of download bytes for speed, see README); the two directions of a bidirectional layer share one loop
+(`_both_directions`). Weights are stored transposed to [in, gates] ("in_out"): never `transpose_b=True`, which
+TF.js 4.22's wasm backend computes wrongly once fused with a bias."""
 
 from __future__ import annotations
 
@@ -222,7 +225,7 @@ def _both_directions(ctx: OpContext, node: Node, info: _Rnn, x: str, width: int,
     if lstm_kind:
         hidden = [(groups[k].w_hh, None) for k in ks]
     else:
-        hidden = [_wave_weights(ctx, node, info, k, chained=False) for k in ks]
+        hidden = [_gru_hidden(ctx, node, info, k) for k in ks]
     states = [ctx.let(f"tf.transpose({s}[{ks[0]}:{ks[1] + 1}], [1, 0, 2])", f"{tag}_init{i}")
               for i, s in enumerate(states0)]
     seen: list[list[str]] = []
@@ -239,7 +242,7 @@ def _both_directions(ctx: OpContext, node: Node, info: _Rnn, x: str, width: int,
             bank = ctx.let(f"tf.reshape(tf.concat([{here[0]}, {products[0]}, {here[1]}, {products[1]}], 1), "
                            f"{ctx.shape_list([info.batch, 2, 2 * g])})", f"{stag}_bank")
             x_rz, x_n, h_rz, h_n = _cols(ctx, bank, [2 * h, h, 2 * h, h], f"{stag}_parts")
-            states = [_gru_cell(ctx, x_rz, x_n, h_rz, h_n, states[0], h, stag)]
+            states = [_gru_cell(ctx, f"{x_rz} + {h_rz}", x_n, h_n, states[0], h, stag)]
         seen.append(states)
     forward = ctx.let(f"tf.stack([{', '.join(s[0] for s in seen)}], 0)[:, :, 0]", f"{tag}_forward")
     backward = ctx.let(f"tf.stack([{', '.join(s[0] for s in reversed(seen))}], 0)[:, :, 1]", f"{tag}_backward")
@@ -247,6 +250,20 @@ def _both_directions(ctx: OpContext, node: Node, info: _Rnn, x: str, width: int,
     finals = [[ctx.let(f"{state}[:, {d}]", f"{tag}_final{i}_d{d}") for i, state in enumerate(seen[-1])]
               for d in range(2)]
     return out, finals
+
+
+def _gru_hidden(ctx: OpContext, node: Node, info: _Rnn, k: int) -> tuple[str, str | None]:
+    """Params group `k`'s GRU hidden weight for all three gates [H, 3H] and its bias: zero for r and z (their
+    hidden biases are folded into the input projection), b_hn for n."""
+    params = node.args["params"][k * info.per_direction:(k + 1) * info.per_direction]
+    h = info.hidden
+    w = _in_out(ctx, params[1], "in_out", lambda a: a)
+    if info.per_direction == 2:
+        return w, None
+    b = ctx.transformed(params[3], "gru_hidden_bias",
+                        lambda b_hh: np.concatenate([np.zeros(2 * h, b_hh.dtype), gru_hn_bias(b_hh)]),
+                        lambda e: _no_runtime_weights(node))
+    return w, b
 
 
 def _steps(ctx: OpContext, info: _Rnn, step_fn: StepFn, proj: list[str], states: list[str], wts: _Weights,
@@ -323,10 +340,11 @@ def _lstm_cell(ctx: OpContext, g: str, cprev: str, h: int, tag: str) -> list[str
     return [ctx.let(f"{o} * tf.tanh({c})", f"{tag}_h"), c]
 
 
-def _gru_cell(ctx: OpContext, x_rz: str, x_n: str, h_rz: str, h_n: str, hprev: str, h: int, tag: str) -> str:
-    """The GRU update from its input parts (x_rz, x_n) and hidden parts (h_rz; h_n = W_hn h + b_hn): r and z from
-    one Sigmoid; n = tanh(x_n + r * h_n); h' = n + z * (h - n), which is (1 - z) * n + z * h."""
-    rz = ctx.let(f"tf.sigmoid({x_rz} + {h_rz})", f"{tag}_rz")
+def _gru_cell(ctx: OpContext, rz_in: str, x_n: str, h_n: str, hprev: str, h: int, tag: str) -> str:
+    """The GRU update from the pre-activation of r and z (`rz_in`, input and hidden parts summed) and the n gate's
+    input part x_n and hidden part h_n = W_hn h + b_hn: r and z from one Sigmoid; n = tanh(x_n + r * h_n);
+    h' = n + z * (h - n), which is (1 - z) * n + z * h."""
+    rz = ctx.let(f"tf.sigmoid({rz_in})", f"{tag}_rz")
     r, z = _cols(ctx, rz, [h, h], f"{tag}_rz_parts")
     n = ctx.let(f"tf.tanh({x_n} + {r} * {h_n})", f"{tag}_n")
     return ctx.let(f"{n} + {z} * ({hprev} - {n})", f"{tag}_h")
@@ -343,49 +361,60 @@ def _gru_step(ctx: OpContext, xw: list[str], states: list[str], wts: _Weights, h
     """One GRU step: a MatMul for r,z and one for n (with b_hn) of h; the input parts are the projection's rows."""
     hprev = states[0]
     hn = f"tf.linalg.matmul({hprev}, {wts.w_hn})" + (f" + {wts.b_hn}" if wts.b_hn else "")
-    return [_gru_cell(ctx, xw[0], xw[1], f"tf.linalg.matmul({hprev}, {wts.w_hh})", f"({hn})", hprev, h, tag)]
+    return [_gru_cell(ctx, f"{xw[0]} + tf.linalg.matmul({hprev}, {wts.w_hh})", xw[1], f"({hn})", hprev, h, tag)]
 
 
-# -- stacked unidirectional layers over a static length: one wavefront
+# -- stacked unidirectional layers over a static length: one flat wavefront
 
-def _wave_weights(ctx: OpContext, node: Node, info: _Rnn, layer: int, chained: bool = True) -> tuple[str, str | None]:
-    """The weight (and bias) layer `layer`'s hidden state is multiplied by in one wavefront step: its own hidden
-    weights, then (below the top layer) the next layer's input weights, side by side [H, 2G] (no zero blocks):
-    h_l @ [W_hh_l | W_ih_l+1]. Biases: the next layer's input bias (both its biases folded as in its own
-    projection) and, for a GRU, b_hn of this layer in the n columns of the hidden part. `chained=False`: the
-    hidden part only, of params group `layer` (a (layer, direction) index)."""
-    params, per, h, gates = node.args["params"], info.per_direction, info.hidden, info.gates
-    mine = params[layer * per:(layer + 1) * per]
-    above = params[(layer + 1) * per:(layer + 2) * per] if chained and layer + 1 < info.layers else []
-    order = lstm_ifog if gates == 4 else (lambda a: a)
-
-    def hidden_part(b_hh: np.ndarray) -> np.ndarray:  # the bias of the hidden part: GRU's b_hn in the n columns
-        return (np.zeros(4 * h, b_hh.dtype) if gates == 4
-                else np.concatenate([np.zeros(2 * h, b_hh.dtype), gru_hn_bias(b_hh)]))
-    input_bias = lstm_bias if gates == 4 else gru_input_bias
-    kind = "lstm" if gates == 4 else "gru"
-    if above:
-        w = ctx.combined([mine[1], above[0]], f"{kind}_wave_hh_ih_next",
-                         lambda w_hh, w_ih: np.concatenate([linear_to_in_out(order(w_hh)),
-                                                            linear_to_in_out(order(w_ih))], 1),
-                         lambda a, b: _no_runtime_weights(node))
-    else:
-        w = ctx.combined([mine[1]], f"{kind}_wave_hh", lambda w_hh: linear_to_in_out(order(w_hh)),
-                         lambda a: _no_runtime_weights(node))
-    if per == 2 or (not above and gates == 4):
-        return w, None
-    if above:
-        b = ctx.combined([mine[3], above[2], above[3]], f"{kind}_wave_bias_next",
-                         lambda b_hh, b_ih, b_hh_next: np.concatenate([hidden_part(b_hh),
-                                                                       input_bias(b_ih, b_hh_next)]),
-                         lambda *a: _no_runtime_weights(node))
-    else:
-        b = ctx.combined([mine[3]], f"{kind}_wave_bias", hidden_part, lambda a: _no_runtime_weights(node))
-    return w, b
+# Column groups of the flat layout, each [L][H] (layer l's block of group k at columns (k L + l) H): LSTM gates
+# i, f, o, g; GRU r, z, the n gate's input part (W_in x + b_in) and its hidden part (W_hn h + b_hn).
+LSTM_GROUPS = 4
+GRU_GROUPS = 4
+_GRU_INPUT_GROUPS = (0, 1, 2)  # where the r, z, n rows of a GRU input weight go
+_GRU_HIDDEN_GROUPS = (0, 1, 3)  # where the r, z, n rows of a GRU hidden weight go
 
 
-def _concat(parts: list[str]) -> str:
-    return parts[0] if len(parts) == 1 else f"tf.concat([{', '.join(parts)}], 1)"
+def _group_cols(layers: int, h: int, group: int, layer: int) -> slice:
+    start = (group * layers + layer) * h
+    return slice(start, start + h)
+
+
+def flat_block_weight(info: _Rnn, arrays: list[np.ndarray]) -> np.ndarray:
+    """The flat wavefront's hidden weight [L H, 4 L H] from PyTorch's params (per layer w_ih, w_hh[, b_ih, b_hh]):
+    layer l's rows hold its own hidden weights in its blocks and layer l + 1's input weights in that layer's, so
+    one MatMul of the layers' states side by side gives every layer's gates; the other blocks are zero (a layer's
+    state feeds only itself and the layer above)."""
+    layers, h, per, lstm_kind = info.layers, info.hidden, info.per_direction, info.gates == 4
+    w = np.zeros((layers * h, 4 * layers * h), arrays[0].dtype)
+    for layer in range(layers):
+        rows = slice(layer * h, (layer + 1) * h)
+        sources = [(arrays[layer * per + 1], layer, False)]
+        if layer + 1 < layers:
+            sources.append((arrays[(layer + 1) * per], layer + 1, True))
+        for weight, target, is_input in sources:
+            if lstm_kind:
+                blocks, groups = linear_to_in_out(lstm_ifog(weight)), range(4)
+            else:
+                blocks, groups = linear_to_in_out(weight), _GRU_INPUT_GROUPS if is_input else _GRU_HIDDEN_GROUPS
+            for k, group in enumerate(groups):
+                w[rows, _group_cols(layers, h, group, target)] = blocks[:, k * h:(k + 1) * h]
+    return w
+
+
+def flat_bias(info: _Rnn, arrays: list[np.ndarray]) -> np.ndarray:
+    """The flat wavefront's bias [4 L H]: per layer, LSTM: b_ih + b_hh of every gate; GRU: b_ir + b_hr, b_iz + b_hz,
+    b_in (input part of n) and b_hn (hidden part, inside the reset product)."""
+    layers, h, per = info.layers, info.hidden, info.per_direction
+    bias = np.zeros(4 * layers * h, arrays[0].dtype)
+    for layer in range(layers):
+        b_ih, b_hh = arrays[layer * per + 2], arrays[layer * per + 3]
+        if info.gates == 4:
+            parts = np.split(lstm_bias(b_ih, b_hh), 4)
+        else:
+            parts = [*np.split(gru_input_bias(b_ih, b_hh), 3), gru_hn_bias(b_hh)]
+        for group, part in enumerate(parts):
+            bias[_group_cols(layers, h, group, layer)] = part
+    return bias
 
 
 def _no_runtime_weights(node: Node) -> str:
@@ -396,63 +425,73 @@ def _no_runtime_weights(node: Node) -> str:
 
 def _wave(node: Node, info: _Rnn) -> bool:
     """Whether the layers run as one wavefront: a static length, one direction, more than one layer, weights
-    that are parameters (they are stored side by side)."""
+    that are parameters (they are stored as one block weight)."""
     return (info.steps is not None and info.directions == 1 and info.layers > 1
             and all(v.is_weight for v in node.args["params"]))
 
 
-def _wavefront(ctx: OpContext, node: Node, info: _Rnn, states0: list[str]) -> tuple[str, list[list[str]]]:
-    """Every layer of a unidirectional stack in one unrolled loop over T + L - 1 diagonal steps: at step d,
-    layer l computes time d - l, reading its own state and the state layer l - 1 left at step d - 1. The layers'
-    states sit side by side, [B, L, H], so one set of Sigmoid/Tanh/Mul lines serves every layer: per step, one
-    MatMul per layer (h_l @ [W_hh_l | W_ih_l+1]), one Concat of [x_t, those products] and one Reshape give each
-    layer its input and hidden parts, [B, L, 2G]. Layers that have not started keep their initial state (the
-    first L - 1 steps); those done only compute values nothing reads. Returns the top layer's time-major output
-    and each layer's final states. `states0`: the initial states, [L, B, H] each."""
-    assert info.steps is not None
-    steps, layers, h, g = info.steps, info.layers, info.hidden, info.gate_width
-    lstm_kind = info.gates == 4
+def _flat_projection(ctx: OpContext, node: Node, info: _Rnn) -> str:
+    """Layer 0's input projection of every step in the flat layout, [T, B, 4 L H], every layer's bias included:
+    one MatMul by layer 0's own input weights, padded with zeros into the other layers' blocks at run time (a
+    Pad of the product, not zeros stored in a weight)."""
+    params, h, layers = node.args["params"], info.hidden, info.layers
+    if info.gates == 4:
+        w_ih = _in_out(ctx, params[0], "lstm_ifog_in_out", lstm_ifog)
+        groups = 4
+        pad = "[[0, 0], [0, 0], [0, {rest}], [0, 0]]"
+    else:
+        w_ih = _in_out(ctx, params[0], "in_out", lambda a: a)
+        groups = 3
+        pad = "[[0, 0], [0, 1], [0, {rest}], [0, 0]]"  # the n gate's hidden group gets nothing from x
     x = _time_major(ctx, info)
-    params = node.args["params"][:info.per_direction]
-    first = (_lstm_weights if lstm_kind else _gru_weights)(ctx, params, h)
-    flat = f"tf.linalg.matmul(tf.reshape({x}, [-1, {info.features}]), {first.w_ih})"
-    flat = f"{flat} + {first.b_ih}" if first.b_ih else flat
-    proj = ctx.let(f"tf.reshape({flat}, {ctx.shape_list([info.length, info.batch, g])})", "l0_xw")
-    rows = _rows(ctx, proj, steps, "l0_rows")
-    weights = [_wave_weights(ctx, node, info, layer) for layer in range(layers)]
-    start = [ctx.let(f"tf.transpose({s}, [1, 0, 2])", f"wave_init{i}") for i, s in enumerate(states0)]
-    states, bank_shape = start, ctx.shape_list([info.batch, layers, 2 * g])
-    seen: list[str] = []
+    product = f"tf.linalg.matmul(tf.reshape({x}, [-1, {info.features}]), {w_ih})"
+    padded = f"tf.pad(tf.reshape({product}, [-1, {groups}, 1, {h}]), {pad.format(rest=layers - 1)})"
+    flat = f"tf.reshape({padded}, {ctx.shape_list([info.length, info.batch, 4 * layers * h])})"
+    if info.per_direction == 4:
+        bias = ctx.combined(params, f"{'lstm' if info.gates == 4 else 'gru'}_flat_bias",
+                            lambda *a: flat_bias(info, list(a)), lambda *a: _no_runtime_weights(node))
+        flat = f"{flat} + {bias}"
+    return ctx.let(flat, "flat_xw")
+
+
+def _wavefront(ctx: OpContext, node: Node, info: _Rnn, states0: list[str]) -> tuple[str, list[list[str]]]:
+    """Every layer of a unidirectional stack in one unrolled loop over T + L - 1 diagonal steps: at step d, layer
+    l computes time d - l from the states of step d - 1. The layers' states sit side by side in one row, [B, L H],
+    and each step is one MatMul of that row by the block weight (`flat_block_weight`) plus the step's row of the
+    projection: the gates of every layer at once, grouped so that one set of elementwise lines serves every layer
+    and yields the next step's MatMul input as it is (no Unpack, Concat or Reshape per step). Layers that have
+    not started keep their initial state (the first L - 1 steps); those done only compute values nothing reads.
+    Returns the top layer's time-major output and each layer's final states. `states0`: [L, B, H] each."""
+    assert info.steps is not None
+    steps, layers, h = info.steps, info.layers, info.hidden
+    width = layers * h
+    w_block = ctx.combined(node.args["params"], f"{'lstm' if info.gates == 4 else 'gru'}_flat_block",
+                           lambda *a: flat_block_weight(info, list(a)), lambda *a: _no_runtime_weights(node))
+    rows = _rows(ctx, _flat_projection(ctx, node, info), steps, "flat_rows")
+    start = [ctx.let(f"tf.reshape(tf.transpose({s}, [1, 0, 2]), {ctx.shape_list([info.batch, width])})",
+                     f"flat_init{i}") for i, s in enumerate(states0)]
+    states = start
+    seen: list[list[str]] = []
     for d in range(steps + layers - 1):
         tag = f"d{d}"
-        hs = ctx.let(f"tf.unstack({states[0]}, num={layers}, axis=1)", f"{tag}_hs")
-        products = []
-        for layer, (w, b) in enumerate(weights):
-            product = f"tf.linalg.matmul({hs}[{layer}], {w})"
-            products.append(f"{product} + {b}" if b else product)
-        row = rows[min(d, steps - 1)]
-        if lstm_kind:  # layer l's product covers gate columns [l G, (l + 2) G) of the row of every layer's
-            # gates: the even products tile it, so do the step's input row and the odd ones; their sum is the gates
-            evens, odds = products[0::2], [row] + products[1::2]
-            shape = ctx.shape_list([info.batch, layers, g])
-            gates = ctx.let(f"tf.reshape({_concat(evens)} + {_concat(odds)}, {shape})", f"{tag}_gates")
-            new = _lstm_cell(ctx, gates, states[1], h, tag)
-        else:  # per layer [x_rz, x_n | h_rz, h_n]: the input and hidden parts (n needs them apart)
-            bank = ctx.let(f"tf.reshape(tf.concat([{row}, {', '.join(products)}], 1), {bank_shape})",
-                           f"{tag}_bank")
-            x_rz, x_n, h_rz, h_n = _cols(ctx, bank, [2 * h, h, 2 * h, h], f"{tag}_parts")
-            new = [_gru_cell(ctx, x_rz, x_n, h_rz, h_n, states[0], h, tag)]
+        gates = ctx.let(f"tf.linalg.matmul({states[0]}, {w_block}) + {rows[min(d, steps - 1)]}", f"{tag}_gates")
+        if info.gates == 4:
+            new = _lstm_cell(ctx, gates, states[1], width, tag)
+        else:
+            rz, xn, hn = _cols(ctx, gates, [2 * width, width, width], f"{tag}_parts")
+            new = [_gru_cell(ctx, rz, xn, hn, states[0], width, tag)]
         if d < layers - 1:  # layers above d have not started: they keep their initial state
-            new = [ctx.let(f"tf.concat([{n}[:, :{d + 1}], {s}[:, {d + 1}:]], 1)", f"{tag}_kept{i}")
+            cut = (d + 1) * h
+            new = [ctx.let(f"tf.concat([{n}[:, :{cut}], {s}[:, {cut}:]], 1)", f"{tag}_kept{i}")
                    for i, (n, s) in enumerate(zip(new, start))]
         states = new
         seen.append(states)
-    top = ctx.let(f"tf.stack([{', '.join(s[0] for s in seen[layers - 1:])}], 0)[:, :, {layers - 1}]", "wave_out")
-    finals = [[ctx.let(f"{state}[:, {layer}]", f"wave_final{i}_l{layer}")
+    top = ctx.let(f"tf.stack([{', '.join(s[0] for s in seen[layers - 1:])}], 0)[:, :, {(layers - 1) * h}:]",
+                  "wave_out")
+    finals = [[ctx.let(f"{state}[:, {layer * h}:{(layer + 1) * h}]", f"wave_final{i}_l{layer}")
                for i, state in enumerate(seen[layer + steps - 1])] for layer in range(layers)]
     output = f"tf.transpose({top}, [1, 0, 2])" if info.batch_first else top
     return output, finals
-
 
 RNN_EMITS = ("MatMul", "AddV2", "Sigmoid", "Tanh", "Mul", "Sub", "SplitV", "Unpack", "Pack", "ConcatV2",
              "StridedSlice", "Transpose", "Reshape")
