@@ -11,8 +11,8 @@ and one for n), one Split of the gates, one Sigmoid over LSTM's i, f, o (gates s
 GRU's r, z; the outputs are stacked once. Stacked unidirectional layers run as one flat wavefront
 (`_wavefront`): T + L - 1 steps, every layer's state side by side in one row, one MatMul per step by a block
 weight and elementwise lines that serve every layer at once: 11 ops a step for any number of layers. The block
-weight stores zeros where a layer's state does not feed a layer (4 (L - 1)^2 blocks of H x H for an LSTM,
-4 L^2 - 6 L + 3 for a GRU: the native route's one trade of download bytes for speed, see README); the two directions of a bidirectional layer share one loop
+weight is zero where a layer's state does not feed a layer (4 (L - 1)^2 blocks of H x H for an LSTM,
+4 L^2 - 6 L + 3 for a GRU); the TF.js writer stores it without those blocks (bridge/tfjs/zero_blocks.py); the two directions of a bidirectional layer share one loop
 (`_both_directions`). Weights are stored transposed to [in, gates] ("in_out"): never `transpose_b=True`, which
 TF.js 4.22's wasm backend computes wrongly once fused with a bias."""
 
