@@ -23,8 +23,8 @@ def _blocky(rows: int = 256, cols: int = 512, zero_cols: int = 96) -> np.ndarray
 
 PLAN_CASES = [
     ("dense", np.random.default_rng(1).normal(size=(256, 512)).astype(np.float32), None),
-    ("too small", _blocky(64, 128, 96), None),
-    ("zeros too narrow", _blocky(256, 512, 16), None),
+    ("too small", _blocky(16, 128, 96), None),  # 8 x 96 zeros: 3 KiB
+    ("zeros too narrow", _blocky(256, 512, 4), None),
     ("too little saved", _blocky(256, 512, 40), None),  # 4 x 40 of 512 columns on half the rows: 15.6%
     ("float64", _blocky().astype(np.float64), None),
     ("rank 3", _blocky().reshape(2, 128, 512), None),

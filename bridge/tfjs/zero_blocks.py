@@ -10,7 +10,9 @@ Only +0.0 counts as zero (a -0.0 keeps its sign), so the rebuilt tensor equals t
 TF.js runs the rebuild on every call: a Fill and one or two Concats, and, for a MatMul's weight on wasm, XNNPACK
 packing the new tensor again (it caches packed weights per tensor). Measured on a 2-layer LSTM's 1 MB block weight
 (TF.js 4.22 wasm, Node): the Fill and Concats 0.4 ms, the packing 0.8 ms, about 7% of that model's run. So it is only
-done where it saves at least MIN_SAVED_BYTES and a quarter of the weight's bytes; main-graph Consts only.
+done where it saves at least a quarter of the weight's bytes and MIN_SAVED_BYTES (a few KiB, so a small model's
+web files stay as large as its parameters: a 2-layer LSTM with 24 units would carry 9 KB of zeros, 21% of its
+weights); main-graph Consts only.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from tensorflow.core.framework import graph_pb2, node_def_pb2, types_pb2
 
 from bridge.tfjs.graph_names import const_value, make_const, make_node, unique_name
 
-MIN_ZERO_COLUMNS = 32
-MIN_SAVED_BYTES = 64 * 1024
+MIN_ZERO_COLUMNS = 8
+MIN_SAVED_BYTES = 4 * 1024
 MIN_SAVED_SHARE = 0.25
 MAX_PARTS = 64  # stored parts + zero runs over all bands: past that the rebuild costs more ops than it is worth
 
