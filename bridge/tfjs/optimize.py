@@ -84,7 +84,7 @@ def optimize_with_stubs(graph_def: Any, inputs: list[TensorInfo], outputs: list[
     instead of stored (bridge.tfjs.zero_blocks). Returns the optimized GraphDef (real values in every Const) and
     how it was done: ``"no large weights"``, ``"stubbed N weight(s)"`` or ``"real weights (...reason...)"``."""
     optimized, how = _optimize(graph_def, inputs, outputs, strip_debug_ops)
-    unstore_zero_blocks(optimized, _fetch_nodes(outputs) | {node_name(i.name) for i in inputs})
+    unstore_zero_blocks(optimized, _protected(inputs, outputs))
     return optimized, how
 
 
@@ -129,8 +129,7 @@ def _run_passes(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorIn
                 stubs: WeightStubs | None) -> Any:
     """The optimization steps (module doc) on `graph_def`, which is not changed. With `stubs`, large Consts the
     first passes create are stubbed before grappler's second pass."""
-    fetch = _fetch_nodes(outputs)
-    protected = fetch | {node_name(i.name) for i in inputs}
+    protected = _protected(inputs, outputs)
     first = ("debug_stripper", *PASS1_OPTIMIZERS) if strip_debug_ops else PASS1_OPTIMIZERS
     graph_def = run_grappler(graph_def, first, inputs, outputs)
     fusions.fold_batch_norms(graph_def, protected)
@@ -161,6 +160,11 @@ def _run_passes(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorIn
     check_ops(graph_def, when="after optimization")
     check_integrity(graph_def, inputs, outputs)
     return graph_def
+
+
+def _protected(inputs: list[TensorInfo], outputs: list[TensorInfo]) -> set[str]:
+    """The nodes no pass may rename or replace: the fed inputs and the fetched outputs."""
+    return _fetch_nodes(outputs) | {node_name(i.name) for i in inputs}
 
 
 def _fetch_nodes(outputs: list[TensorInfo]) -> set[str]:
