@@ -14,7 +14,7 @@ import torch
 
 from bridge.native import rebuild_tf
 from bridge.native.ops import attention
-from tests.native_op_cases.attention import CausalHeads, PaddedHeads
+from tests.native_op_cases.attention import PROJECTED_CASES, CausalHeads, PaddedHeads, ProjectedAttention
 
 SOURCE = {"in0": "source", "in1": "source", "in2": "source"}
 
@@ -110,3 +110,63 @@ def test_constant_mask_that_hides_nothing_is_dropped(tmp_path: Path, lowest: int
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
     ops = [n.op for n in _graph_ops(result)]
     assert ("Any" not in ops) is dropped, f"row fix-up (reduce_any of the mask) present: {'Any' in ops}"
+
+
+# Heads from the projections (bridge/native/ops/attention.py, module doc): which cases get the form, that the web
+# model then has no Split, no batch matmul and no transpose flag on a computed operand, and a must-fail twin.
+PROJECTED_FORM = {case_id: not case_id.endswith(("read-elsewhere", "batch-2")) for case_id, *_ in PROJECTED_CASES}
+
+
+
+def _rebuild_case(case_id: str, tmp: Path) -> tuple[np.ndarray, np.ndarray, object]:
+    _, kw, shapes, ints, layouts, dynamic = next(c for c in PROJECTED_CASES if c[0] == case_id)
+    torch.manual_seed(0)
+    module = ProjectedAttention(**kw).eval()
+    inputs = _inputs(shapes, ints)
+    names = [f"in{i}" for i in range(len(inputs))] if len(inputs) > 1 else ["x"]
+    result = rebuild_tf(module, inputs, tmp, input_names=names, input_layouts=layouts, dynamic_dims=dynamic or None)
+    with torch.no_grad():
+        expected = module(*inputs).numpy()
+    return result.run_torch_layout(*[t.numpy() for t in inputs])[0], expected, result
+
+
+@pytest.mark.parametrize("case_id", sorted(PROJECTED_FORM))
+def test_projected_form_is_used_where_it_applies(case_id: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = attention._per_head_projected
+    monkeypatch.setattr(attention, "_per_head_projected", lambda *a: calls.append(1) or real(*a))
+    got, expected, _ = _rebuild_case(case_id, tmp_path)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
+    assert bool(calls) is PROJECTED_FORM[case_id]
+
+
+@pytest.mark.node
+def test_projected_web_model_has_no_splits_or_flags(tmp_path: Path) -> None:
+    from bridge.tfjs.convert import TfjsOptions, convert_saved_model
+    from bridge.tfjs.explicit_transposes import flagged_operands
+    from bridge.tfjs.reader import read_web_model
+
+    _, _, result = _rebuild_case("sdpa-projected-padding-mask", tmp_path / "tf")
+    convert_saved_model(result.saved_model_dir, tmp_path / "web", TfjsOptions())  # type: ignore[attr-defined]
+    graph = read_web_model(tmp_path / "web").graph_def
+    ops = [n.op for n in graph.node]
+    assert not {"Split", "SplitV", "BatchMatMulV2", "BatchMatMul"} & set(ops), sorted(set(ops))
+    assert not flagged_operands(graph)
+    assert ops.count("Transpose") == 3, "one per head's key, and no head Transposes"
+    assert ops.count("_FusedMatMul") == 3 * 3 + 1, "each head's q, k and v, and the output projection"
+    reads = [n for n in graph.node if n.op == "Reshape" and n.input[0] == "in0"]
+    assert len(reads) == 1, "the input made [S, E] once for q, k and v"
+
+
+def test_projected_heads_in_wrong_order_are_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Must-fail twin: the value heads taken in reverse order put each head's result in another head's columns."""
+    real = attention._projected_heads
+
+    def reversed_values(ctx: object, projection: object, x: str, hint: str, **kw: bool) -> str:
+        heads = real(ctx, projection, x, hint, **kw)  # type: ignore[arg-type]
+        return ctx.let(f"{heads}[::-1]", f"{hint}_reversed") if hint == "value" else heads  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(attention, "_projected_heads", reversed_values)
+    got, expected, _ = _rebuild_case("sdpa-projected-padding-mask", tmp_path)
+    assert not np.allclose(got, expected, atol=1e-5, rtol=1e-4)

@@ -119,6 +119,32 @@ def expect_ops(*present: str, absent: Sequence[str] = ()) -> Callable[[Optimized
     return check
 
 
+def expect_transpose_flags(graph: OptimizedGraph, *, on_activations: int, on_weights: int, transposes: int) -> None:
+    """How many transpose flags the rank-2 matmuls carry on computed operands and on Const operands, and how many
+    Transpose nodes the graph holds."""
+    from bridge.tfjs.explicit_transposes import flagged_operands
+
+    flagged = flagged_operands(graph.graph_def)
+    nodes = {n.name: n for n in graph.graph_def.node}
+    weights = sum(1 for name, flag in ((n.name, f) for n in nodes.values() if n.op in ("MatMul", "_FusedMatMul")
+                                       for f in ("transpose_a", "transpose_b") if f in n.attr and n.attr[f].b)
+                  if (name, flag) not in flagged)
+    assert (len(flagged), weights) == (on_activations, on_weights), (flagged, graph.op_histogram)
+    assert graph.op_histogram.get("Transpose", 0) == transposes, graph.op_histogram
+
+
+def expect_counts(graph: OptimizedGraph, **counts: int) -> None:
+    """Exactly these node counts per op."""
+    got = {op: graph.op_histogram.get(op, 0) for op in counts}
+    assert got == counts, graph.op_histogram
+
+
+def expect_stubbed(graph: OptimizedGraph, then: Callable[[OptimizedGraph], None]) -> None:
+    """The large weights went through the passes as stand-ins (bridge.tfjs.weight_stubs), and `then` holds."""
+    assert graph.weight_stubs.startswith("stubbed"), graph.weight_stubs
+    then(graph)
+
+
 NO_BN = ("FusedBatchNormV3", "FusedBatchNorm", "Rsqrt", "Mul", "AddV2", "Sub")
 
 
@@ -176,8 +202,9 @@ CASES: list[Case] = [
     Case("conv_same_stride_over_kernel", keras_case(seq((8, 8, 3), keras.layers.Conv2D(
         5, (1, 3), strides=(2, 1), padding="same", activation="relu"))), normal(2, 8, 8, 3),
          expect_ops("Pad", "_FusedConv2D")),
+    # (equal strides: TF's own depthwise kernel takes no other without oneDNN, which it uses only on some CPUs)
     Case("depthwise_same_stride_over_kernel", keras_case(seq((7, 8, 4), keras.layers.DepthwiseConv2D(
-        (3, 1), strides=(1, 2), padding="same"))), normal(2, 7, 8, 4), expect_ops("Pad")),
+        (3, 1), strides=(2, 2), padding="same"))), normal(2, 7, 8, 4), expect_ops("Pad")),
     Case("conv_same_1x1_stride2", keras_case(seq((8, 8, 3), keras.layers.Conv2D(4, 1, strides=2, padding="same"))),
          normal(2, 8, 8, 3), expect_ops("_FusedConv2D", absent=("Pad",))),
     Case("conv_swish", keras_case(seq((8, 8, 3), _conv("swish"))), normal(2, 8, 8, 3),
@@ -255,6 +282,32 @@ CASES: list[Case] = [
          lambda rng: {"a": rng.standard_normal((2, 3, 4)).astype(np.float32),
                       "b": rng.standard_normal((2, 4, 5)).astype(np.float32)},
          expect_ops("BatchMatMulV2", absent=("BatchMatMulV3",))),
+    # grappler folds the Transpose into transpose_b, which TF.js wasm runs in its naive loop: the writer puts the
+    # Transpose back (bridge/tfjs/explicit_transposes.py); a weight operand keeps its flag
+    Case("matmul_by_transposed_activation", fn_case(
+        lambda m, a, b: {"act": tf.matmul(a, tf.transpose(b)), "weight": tf.matmul(a, m.w, transpose_b=True)},
+        [spec([4, 6], name="a"), spec([5, 6], name="b")], lambda: {"w": var(7, [3, 6])()}),
+         lambda rng: {"a": rng.standard_normal((4, 6)).astype(np.float32),
+                      "b": rng.standard_normal((5, 6)).astype(np.float32)},
+         lambda graph: expect_transpose_flags(graph, on_activations=0, on_weights=1, transposes=1)),
+    # heads projected from columns of one weight (bridge/native/ops/attention.py): the writer stores the pieces
+    # (bridge/tfjs/const_splits.py), even and uneven (SplitV with a -1 size), through the variables' Identity reads,
+    # before the weight (3 MB) becomes a stand-in: grappler folding a split of a stand-in would cost the stand-ins,
+    # while the pieces of 1 MB and more go through the passes as stand-ins themselves
+    Case("split_weight_columns", fn_case(
+        lambda m, x: tf.concat([tf.matmul(x, w) + b for w, b in zip(tf.split(m.w, 3, axis=1), tf.split(m.b, 3))]
+                               + [tf.matmul(x, w) for w in tf.split(m.w, [64, -1, 128], axis=1)], axis=1),
+        [spec([None, 1024])], lambda: {"w": var(8, [1024, 768], scale=0.05)(), "b": var(9, [768])()}),
+         normal(3, 1024), lambda graph: expect_stubbed(graph, expect_ops("_FusedMatMul", absent=("Split", "SplitV")))),
+    # rows of a weight table (an embedding) are looked up with GatherNd, 10x+ faster on TF.js wasm
+    # (bridge/tfjs/gather_rows.py); a gather along another axis or from a computed tensor stays GatherV2
+    Case("embedding_rows", fn_case(
+        lambda m, i, x: {"rows": tf.gather(m.table, i), "columns": tf.gather(m.table, i[0], axis=1),
+                         "computed": tf.gather(x * 2.0, i[0])},
+        [spec([None, 5], tf.int32, name="i"), spec([50, 8], name="x")], lambda: {"table": var(10, [50, 8])()}),
+         lambda rng: {"i": rng.integers(0, 8, (2, 5)).astype(np.int32),
+                      "x": rng.standard_normal((50, 8)).astype(np.float32)},
+         lambda graph: expect_counts(graph, GatherNd=1, GatherV2=2)),
     Case("layer_norm", keras_case(seq((5, 8), keras.layers.LayerNormalization())), normal(2, 5, 8)),
     # grappler's oneDNN remapper fuses this into _MklLayerNorm with its default epsilon 1e-3 (bridge/tfjs/
     # layer_norm.py restores 1e-5); inputs of small variance make the epsilon matter

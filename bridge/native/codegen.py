@@ -154,6 +154,11 @@ class OpContext:
         `self.<name>` for calling it."""
         return "self." + self._gen.method(f"{self.node.name}_{hint}", params, doc, body)
 
+    def sole_user(self, value: Value, node: Node) -> bool:
+        """True when `node` is the only reader of `value` and the value is no graph output: a converter may then
+        compute what it needs from `value`'s producers instead of `value` itself, and `value` is never computed."""
+        return self._gen.sole_user(value, node)
+
     def let(self, expr: str, hint: str = "t") -> str:
         """Emit `name = expr` as a helper line and return the fresh local name."""
         name = py_identifier(f"{self.node.name}_{hint}", self._gen.taken)
@@ -197,6 +202,7 @@ class _Generator:
         self.symbols: dict[Any, str] = {}  # sympy symbol of a dynamic input size -> local holding it
         self.methods: list[_Method] = []
         self._sinks: list[list[_Line]] = []  # bodies of the methods being written (innermost last)
+        self._readers: dict[int, list[Node | None]] | None = None  # id(value) -> reading nodes, built on demand
         self._size_lines = self._input_sizes()
 
     def _input_sizes(self) -> list[_Line]:
@@ -212,6 +218,21 @@ class _Generator:
                     lines.append(_Line(name, f"tf.shape({value.name})[{layout.axis(axis)}]",
                                        f"{value.key or value.name}.shape[{axis}] in PyTorch ({size})"))
         return lines
+
+    def sole_user(self, value: Value, node: Node) -> bool:
+        """See OpContext.sole_user (readers counted once over the whole graph, torch.cond branches included)."""
+        if self._readers is None:
+            self._readers = {}
+            for reader in self.graph.all_nodes():
+                for _, arg in reader.tensor_args():
+                    self._readers.setdefault(id(arg), []).append(reader)
+                for sub in self.graph.subgraphs(reader):
+                    for out in sub.outputs:
+                        self._readers.setdefault(id(out), []).append(reader)
+            for out in self.graph.outputs:
+                self._readers.setdefault(id(out), []).append(None)
+        readers = self._readers.get(id(value), [])
+        return len(readers) == 1 and readers[0] is node
 
     def render_size(self, size: Size, where: str = "") -> str:
         """TF source computing `size` from the inputs' dynamic sizes."""

@@ -158,14 +158,15 @@ def drop_axes(layout: Layout, dropped: set[int]) -> Layout:
 def permute_rule(node: Node, layout: Layout) -> Layout | None:
     """permute/transpose/t move no data: only the layout changes."""
     rank = layout.rank
-    dims = _permutation(node, rank)
+    dims = permutation(node, rank)
     inverse = [0] * rank
     for out_axis, in_axis in enumerate(dims):
         inverse[in_axis] = out_axis
     return Layout(tuple(inverse[p] for p in layout.perm))
 
 
-def _permutation(node: Node, rank: int) -> list[int]:
+def permutation(node: Node, rank: int) -> list[int]:
+    """The axis order a permute, transpose or t node gives its output: output axis i is input axis [i]."""
     if "dims" in node.args:
         return [d % rank for d in node.args["dims"]]
     dims = list(range(rank))

@@ -1,12 +1,15 @@
 """SavedModel signature -> optimized GraphDef the TF.js 4.22.0 graph-model runtime executes.
 
-The pipeline (doc tfjs-graph-model.md section 3, plus hardening): freeze; check ops; grappler pass 1; fold batch
-norms; Add->BiasAdd (also out of grappler's regrouped residual sums); pin contractions to CPU and grappler pass 2
-(remap, keeping layer norms' epsilon); SAME padding the wasm backend gets wrong; drop unused control-flow
-placeholders; PReLU; depthwise fusion; activations (PReLU, ...) into fused contractions; the un-fuse guard;
-rewrites (ops JS lacks or gets wrong, softmax over float32-minimum masks, Switch control edges, control inputs on list-input ops); prune; clear devices
-and debug info; canonical function names; check ops and graph integrity again; then, on the real weights,
-weights with large zero blocks are stored without them (bridge.tfjs.zero_blocks).
+The pipeline (doc tfjs-graph-model.md section 3, plus hardening): freeze; check ops; splits of constant weights
+stored as their pieces (bridge.tfjs.const_splits, on the real values); grappler pass 1; fold batch norms;
+Add->BiasAdd (also out of grappler's regrouped residual sums); pin contractions to CPU and grappler pass 2 (remap,
+keeping layer norms' epsilon); transposed activation operands of matmuls as explicit Transposes
+(bridge.tfjs.explicit_transposes); row lookups in weight tables as GatherNd (bridge.tfjs.gather_rows); SAME
+padding the wasm backend gets wrong; drop unused control-flow placeholders; PReLU; depthwise fusion; activations
+(PReLU, ...) into fused contractions; the un-fuse guard; rewrites (ops JS lacks or gets wrong, softmax over
+float32-minimum masks, Switch control edges, control inputs on list-input ops); prune; clear devices and debug
+info; canonical function names; check ops and graph integrity again; then, on the real weights, weights with large
+zero blocks are stored without them (bridge.tfjs.zero_blocks).
 Const nodes keep their values: the weights half (bridge.tfjs.weights) extracts them.
 
 Large weights do not travel through the passes: they are swapped for few-byte stand-ins first and put back at the
@@ -24,6 +27,9 @@ from typing import Any
 
 from bridge.errors import ConversionError
 from bridge.tfjs import fusions
+from bridge.tfjs.const_splits import fold_const_splits, has_const_splits
+from bridge.tfjs.explicit_transposes import explicit_transposes
+from bridge.tfjs.gather_rows import gathers_to_gather_nd
 from bridge.tfjs.freeze import TensorInfo, freeze_signature
 from bridge.tfjs.graph_names import (NodeRef, canonicalize_functions, format_ref, iter_all_nodes, node_name,
                                      parse_ref, remove_nodes)
@@ -83,6 +89,9 @@ def optimize_with_stubs(graph_def: Any, inputs: list[TensorInfo], outputs: list[
     graph when a check fails; then, on the real values, weights with large zero blocks are rebuilt at run time
     instead of stored (bridge.tfjs.zero_blocks). Returns the optimized GraphDef (real values in every Const) and
     how it was done: ``"no large weights"``, ``"stubbed N weight(s)"`` or ``"real weights (...reason...)"``."""
+    if has_const_splits(graph_def):
+        graph_def = _copy(graph_def)
+        fold_const_splits(graph_def, _protected(inputs, outputs))
     optimized, how = _optimize(graph_def, inputs, outputs, strip_debug_ops)
     unstore_zero_blocks(optimized, _protected(inputs, outputs))
     return optimized, how
@@ -120,6 +129,12 @@ def _optimize_stubbed(graph_def: Any, inputs: list[TensorInfo], outputs: list[Te
     return first
 
 
+def _copy(graph_def: Any) -> Any:
+    copy = type(graph_def)()
+    copy.CopyFrom(graph_def)
+    return copy
+
+
 def _first_allow(strip_debug_ops: bool) -> set[str]:
     """Ops allowed in the frozen graph because a pass removes or rewrites them."""
     return set(REWRITES) | set(RENAMES) | (set(DEBUG_OPS) if strip_debug_ops else set())
@@ -141,6 +156,8 @@ def _run_passes(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorIn
     epsilons = layer_norm_epsilons(graph_def)
     graph_def = run_grappler(graph_def, PASS2_OPTIMIZERS, inputs, outputs)
     restore_layer_norm_epsilons(graph_def, epsilons)
+    explicit_transposes(graph_def)
+    gathers_to_gather_nd(graph_def)
     spell_out_risky_same_padding(graph_def)
 
     fusions.drop_unused_control_flow_inputs(graph_def)

@@ -25,6 +25,13 @@ def _bitwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((((a > 0) & (b > 0)) | ~(a > b)) ^ (b < -0.5)).float()
 
 
+def broadcast_mix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Every op whose TF.js wasm kernel is slow on aligned broadcasting, with `b` broadcast against `a`
+    (bridge/native/ops/elementwise.py, `suffix_shaped`)."""
+    return (((a > b) & (b < 0.3)).float() + torch.maximum(a, b) + torch.minimum(b, a) * 2
+            + torch.pow(a.abs() + 0.5, b) + torch.logical_or(a > 0, b > 0).float() * 4 + (b == a).float() * 8)
+
+
 def _casts(x: torch.Tensor) -> torch.Tensor:
     y = x * 3
     return y.long().float() + y.to(torch.int32).float() * 2 + (x * (x > 0)).bool().float() * 4 + y.float()
@@ -91,4 +98,11 @@ CASES = [
             A + "logical_not.default", A + "_to_copy.default"), max_transposes=0),
     OpCase("bitwise-bool", lambda: Fn(_bitwise), [IMG, IMG],
            (A + "bitwise_and.Tensor", A + "bitwise_or.Tensor", A + "bitwise_xor.Tensor", A + "bitwise_not.default")),
+    # broadcasting: leading size-1 axes dropped so the smaller operand is a suffix of the other's shape (fast on
+    # TF.js wasm); a size-1 axis between others cannot be, and stays
+    OpCase("broadcast-leading-ones", lambda: Fn(broadcast_mix), [(1, 1, 6, 5), (1, 1, 1, 5)],
+           (A + "gt.Tensor", A + "maximum.default", A + "pow.Tensor_Tensor", A + "bitwise_and.Tensor"),
+           layouts={"in0": "source", "in1": "source"}),
+    OpCase("broadcast-inner-size-one", lambda: Fn(broadcast_mix), [(2, 3, 4), (2, 1, 4)],
+           (A + "gt.Tensor", A + "maximum.default"), layouts={"in0": "source", "in1": "source"}),
 ]

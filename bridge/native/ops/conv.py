@@ -115,8 +115,10 @@ def conv1d(ctx: OpContext, node: Node) -> str:
                                f"tf.split({kernel}, {groups}, axis=-1))], axis=-1)")
     kernel = ctx.weight("weight", "depthwise_1wcm",
                         lambda w: depthwise_filter(w[:, :, None, :], in_channels=channels))
+    # the same stride on the added size-1 axis changes nothing there, and TF's CPU kernel (without oneDNN) takes
+    # only equal strides
     return _with_bias(ctx, f"tf.squeeze(tf.nn.depthwise_conv2d(tf.expand_dims({x}, 1), {kernel}, "
-                           f"strides=[1, 1, {stride[0]}, 1], padding={pad.literal()}, "
+                           f"strides=[1, {stride[0]}, {stride[0]}, 1], padding={pad.literal()}, "
                            f"dilations=[1, {dilation[0]}]), 1)")
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from bridge.native.codegen import OpContext, lit
-from bridge.native.ir import Node, Value
+from bridge.native.ir import Node, Value, static_size
 from bridge.native.registry import CheckFn, ConverterFn, LayoutPolicy, converter
 
 ANY = LayoutPolicy.ANY
@@ -139,6 +139,10 @@ class Binary:
     schema: str
     operands: Operands = SELF_OTHER
     check: CheckFn | None = None
+    # the two operands' argument names, when `suffix_broadcast` needs them
+    names: tuple[str, str] = ("self", "other")
+    # TF.js 4.22's wasm kernel is slow (10-20x) when it broadcasts along aligned axes: see `suffix_shaped`
+    suffix_broadcast: bool = False
 
 
 def register_binary(module: str, table: Iterable[Binary]) -> None:
@@ -147,10 +151,34 @@ def register_binary(module: str, table: Iterable[Binary]) -> None:
         converter(*entry.targets, layout=ANY, emits=entry.emits, check=entry.check)(binary_converter(entry, module))
 
 
+def suffix_shaped(ctx: OpContext, name: str, expr: str) -> str:
+    """Operand `name` (spelled `expr`) without its leading size-1 axes when what is left is a suffix of the
+    output's shape, so it broadcasts as a trailing block. TF.js 4.22's wasm backend runs its comparison, logical,
+    Maximum/Minimum and Pow kernels fast for equal shapes, scalars and such suffixes, and 10-20x slower when a
+    size-1 axis is broadcast among aligned axes ([1, 1, 1, 128] against [1, 1, 128, 128]: 2.1-3.6 ms instead of
+    0.15-0.5 ms as [128]; `node benchmarks/broadcast_forms.mjs`). Add, Sub, Mul and RealDiv broadcast fast anyway. Same values: a reshape
+    that drops size-1 leading axes changes no broadcast result."""
+    arg = ctx.node.args.get(name)
+    if not isinstance(arg, Value):
+        return expr
+    dims, out = tuple(static_size(d) for d in ctx.dims(arg)), tuple(static_size(d) for d in ctx.out_dims())
+    if None in dims or None in out or dims == out[len(out) - len(dims):]:
+        return expr
+    lead = 0
+    while lead < len(dims) and dims[lead] == 1:
+        lead += 1
+    rest = dims[lead:]  # empty: a single element, which becomes a scalar
+    if rest and rest != out[len(out) - len(rest):]:
+        return expr  # a size-1 axis between others: no reshape makes it a suffix
+    return f"tf.reshape({expr}, {list(rest)})"
+
+
 def binary_converter(entry: Binary, module: str) -> ConverterFn:
     """The converter function of one table entry, named and documented like a hand-written one."""
     def convert(ctx: OpContext, node: Node) -> str:
         a, b = entry.operands(ctx)
+        if entry.suffix_broadcast:
+            a, b = (suffix_shaped(ctx, name, expr) for name, expr in zip(entry.names, (a, b)))
         return entry.template.format(a=a, b=b)
     convert.__doc__ = entry.schema
     convert.__name__ = convert.__qualname__ = entry.name
@@ -319,9 +347,10 @@ def _comparisons() -> list[Binary]:
     ops = {"gt": ("tf.math.greater", "Greater"), "lt": ("tf.math.less", "Less"),
            "ge": ("tf.math.greater_equal", "GreaterEqual"), "le": ("tf.math.less_equal", "LessEqual"),
            "eq": ("tf.math.equal", "Equal"), "ne": ("tf.math.not_equal", "NotEqual")}
-    return [Binary(name, (f"aten.{name}.Tensor", f"aten.{name}.Scalar"), f"{function}({{a}}, {{b}})", (op, "Cast"),
+    return [Binary(name, (f"aten.{name}.Tensor", f"aten.{name}.Scalar"), f"{function}({{a}}, {{b}})", (op, "Cast", "Reshape"),
                    f"aten::{name}.Tensor(Tensor self, Tensor other) -> Tensor\n"
-                   f"(also {name}.Scalar(Tensor self, Scalar other); the result is bool)", compare_operands)
+                   f"(also {name}.Scalar(Tensor self, Scalar other); the result is bool)", compare_operands,
+                   suffix_broadcast=True)
             for name, (function, op) in ops.items()]
 
 
@@ -334,12 +363,12 @@ def _logicals() -> list[Binary]:
     for name, (function, op) in ops.items():
         template = f"{function}({{a}}, {{b}})"
         table.append(Binary(f"logical_{name}", (f"aten.logical_{name}.default",), template,
-                            tuple(dict.fromkeys((op, "NotEqual"))),
+                            tuple(dict.fromkeys((op, "NotEqual", "Reshape"))),
                             f"aten::logical_{name}(Tensor self, Tensor other) -> Tensor",
-                            lambda ctx: (as_bool(ctx, "self"), as_bool(ctx, "other"))))
-        table.append(Binary(f"bitwise_{name}", (f"aten.bitwise_{name}.Tensor",), template, (op,),
+                            lambda ctx: (as_bool(ctx, "self"), as_bool(ctx, "other")), suffix_broadcast=True))
+        table.append(Binary(f"bitwise_{name}", (f"aten.bitwise_{name}.Tensor",), template, (op, "Reshape"),
                             f"aten::bitwise_{name}.Tensor(Tensor self, Tensor other) -> Tensor   (bool tensors only)",
-                            as_is, bool_only))
+                            as_is, bool_only, suffix_broadcast=True))
     return table
 
 
@@ -354,13 +383,13 @@ register_binary(__name__, [
     Binary("mul", ("aten.mul.Tensor",), "{a} * {b}", ("Mul",), "aten::mul.Tensor(Tensor self, Tensor other) -> Tensor"),
     Binary("div", ("aten.div.Tensor",), "{a} / {b}", ("RealDiv",),
            "aten::div.Tensor(Tensor self, Tensor other) -> Tensor"),
-    Binary("maximum", ("aten.maximum.default",), "tf.maximum({a}, {b})", ("Maximum",),
-           "aten::maximum(Tensor self, Tensor other) -> Tensor"),
-    Binary("minimum", ("aten.minimum.default",), "tf.minimum({a}, {b})", ("Minimum",),
-           "aten::minimum(Tensor self, Tensor other) -> Tensor"),
-    Binary("pow_tensor", ("aten.pow.Tensor_Tensor", "aten.pow.Scalar"), "tf.math.pow({a}, {b})", ("Pow", "Cast"),
+    Binary("maximum", ("aten.maximum.default",), "tf.maximum({a}, {b})", ("Maximum", "Reshape"),
+           "aten::maximum(Tensor self, Tensor other) -> Tensor", suffix_broadcast=True),
+    Binary("minimum", ("aten.minimum.default",), "tf.minimum({a}, {b})", ("Minimum", "Reshape"),
+           "aten::minimum(Tensor self, Tensor other) -> Tensor", suffix_broadcast=True),
+    Binary("pow_tensor", ("aten.pow.Tensor_Tensor", "aten.pow.Scalar"), "tf.math.pow({a}, {b})", ("Pow", "Cast", "Reshape"),
            "aten::pow.Tensor_Tensor(Tensor self, Tensor exponent) -> Tensor   (also pow.Scalar(Scalar self, Tensor\n"
-           "exponent))", promoted("self", "exponent")),
+           "exponent))", promoted("self", "exponent"), names=("self", "exponent"), suffix_broadcast=True),
     # the result takes the divisor's sign, like TF's floormod
     Binary("remainder", ("aten.remainder.Tensor", "aten.remainder.Scalar"), "tf.math.floormod({a}, {b})",
            ("FloorMod", "Cast"), "aten::remainder.Tensor(Tensor self, Tensor other) -> Tensor\n"

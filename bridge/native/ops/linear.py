@@ -21,13 +21,12 @@ def linear(ctx: OpContext, node: Node) -> str:
         kernel = ctx.weight("weight", "in_out", linear_to_in_out, lambda e: f"tf.transpose({e})")
     x = ctx.t()
     rank = ctx.value().rank
-    if rank == 2:
-        y = f"tf.linalg.matmul({x}, {kernel})"
-    else:
-        features = ctx.value().shape[-1]
-        flat = f"tf.linalg.matmul(tf.reshape({x}, [-1, {features}]), {kernel})"
-        y = f"tf.reshape({flat}, {ctx.shape_list(ctx.out_dims())})"
-    return f"tf.nn.bias_add({y}, {ctx.t('bias')})" if ctx.has("bias") else y
+    if rank != 2:
+        x = f"tf.reshape({x}, [-1, {ctx.value().shape[-1]}])"
+    y = f"tf.linalg.matmul({x}, {kernel})"
+    if ctx.has("bias"):  # on the 2-D product, where grappler fuses MatMul + BiasAdd (one TF.js kernel)
+        y = f"tf.nn.bias_add({y}, {ctx.t('bias')})"
+    return y if rank == 2 else f"tf.reshape({y}, {ctx.shape_list(ctx.out_dims())})"
 
 
 def _block_order(perm: tuple[int, ...]) -> str:
