@@ -47,13 +47,16 @@ class ProjectedAttention(nn.Module):
     """BERT/ViT/Whisper-style attention: q, k, v from linear layers, viewed to (1, S, H, D) and moved to
     (1, H, S, D) (`permute` as BERT writes it, else transpose(1, 2)), the heads joined back for an output
     projection. `mask`: a (1, S) 0/1 padding input follows; `memory`: keys and values come from a second input
-    (cross-attention); `shared`: the query projection is read elsewhere too (so it must still be computed)."""
+    (cross-attention); `shared`: the query projection is read elsewhere too (so it must still be computed);
+    `query_scale`: the query projection is scaled before the view and the attention's own scale is 1 (Whisper)."""
 
     def __init__(self, features: int = 24, heads: int = 3, bias: bool = True, permute: bool = True,
-                 mask: bool = False, causal: bool = False, memory: bool = False, shared: bool = False) -> None:
+                 mask: bool = False, causal: bool = False, memory: bool = False, shared: bool = False,
+                 query_scale: float | None = None) -> None:
         super().__init__()
         self.heads, self.permute, self.mask, self.causal, self.memory, self.shared = (
             heads, permute, mask, causal, memory, shared)
+        self.query_scale = query_scale
         self.q, self.k, self.v = (nn.Linear(features, features, bias=bias) for _ in range(3))
         self.o = nn.Linear(features, features)
 
@@ -65,13 +68,15 @@ class ProjectedAttention(nn.Module):
         source = rest[0] if self.memory else x
         keep = (rest[-1] > 0)[:, None, None, :] if self.mask else None
         query = self.q(x)
-        y = F.scaled_dot_product_attention(self._split(query), self._split(self.k(source)),
-                                           self._split(self.v(source)), attn_mask=keep, is_causal=self.causal)
+        scaled = query if self.query_scale is None else query * self.query_scale
+        y = F.scaled_dot_product_attention(self._split(scaled), self._split(self.k(source)),
+                                           self._split(self.v(source)), attn_mask=keep, is_causal=self.causal,
+                                           scale=None if self.query_scale is None else 1.0)
         out = self.o(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
         return out + query if self.shared else out
 
 
-def projected(**kw: bool) -> type[nn.Module]:
+def projected(**kw: object) -> type[nn.Module]:
     """A ProjectedAttention factory for a case table (OpCase.make takes no arguments)."""
     return lambda: ProjectedAttention(**kw)  # type: ignore[return-value]
 
@@ -85,6 +90,7 @@ PROJECTED_CASES = [
     ("sdpa-projected-causal-no-bias", {"bias": False, "permute": False, "causal": True}, [(1, 6, 24)], (), ONE, {}),
     ("sdpa-projected-cross-attention", {"memory": True}, [(1, 7, 24), (1, 5, 24)], (), TWO, {}),
     ("sdpa-projected-dynamic-length", {}, [(1, 6, 24)], (), ONE, {"x": {1: "length"}}),
+    ("sdpa-projected-scaled-query", {"query_scale": 0.3, "bias": False}, [(1, 6, 24)], (), ONE, {}),
     ("sdpa-projection-read-elsewhere", {"shared": True}, [(1, 7, 24)], (), ONE, {}),
     ("sdpa-projected-batch-2", {"mask": True}, [(2, 7, 24), (2, 7)], (1,), TWO, {}),
 ]

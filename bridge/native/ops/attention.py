@@ -10,18 +10,18 @@ broadcasts its operands with Tile, which is slow, where an Add broadcasts in the
 the per-head matmuls compute the same sums, and a score plus 0 is the score, a score plus -1e9 an exact zero
 after the softmax.
 
-Heads from the projections: when query, key and value each come straight from a linear layer, viewed to
-[1, S, H, D] and transposed to [1, H, S, D] (how BERT, ViT and Whisper write self-attention), with batch 1 and
-nothing else reading them, each head is projected on its own: x @ W[:, head columns] + b[head], one fused
-matmul + bias per head, the weight columns split from the stored weight (the writer stores the pieces,
-bridge.tfjs.const_splits). Then no head is ever split out of an activation: TF.js 4.22's wasm `slice` (behind
-Split, SplitV, Unpack) copies the whole input tensor out of the wasm heap once per piece (measured: 43 MB of copies
-a run in a 6-layer sentence encoder, and a full garbage collection each run), and the head Transposes go too.
-Each head's key is transposed explicitly ([S, D] -> [D, S]): the writer keeps that Transpose from being folded
-into the scores matmul as `transpose_b` (bridge.tfjs.explicit_transposes), because TF.js wasm runs a flagged
-matmul in its naive loop. The heads' results are concatenated along the features, which is the [1, S, H * D]
-order the output projection reads after its own transpose and view. Exact: every head sees the same sums in the
-same order as the full projection's matmul computes for its columns."""
+Heads from the projections: when query, key and value each come straight from a linear layer (times a constant, as
+Whisper scales its queries), viewed to [1, S, H, D] and transposed to [1, H, S, D] (how BERT, ViT and Whisper write
+self-attention), with batch 1 and nothing else reading them, each head is projected on its own: x @ W[:, head
+columns] + b[head], one fused matmul + bias per head, the weight columns split from the stored weight (the writer
+stores the pieces, bridge.tfjs.const_splits). Then no head is ever split out of an activation: TF.js 4.22's wasm
+`slice` (behind Split, SplitV, Unpack) copies the whole input tensor out of the wasm heap once per piece (measured:
+43 MB of copies a run in a 6-layer sentence encoder, and a full garbage collection each run), and the head
+Transposes go too. Each head's key is transposed explicitly ([S, D] -> [D, S]): the writer keeps that Transpose from
+being folded into the scores matmul as `transpose_b` (bridge.tfjs.explicit_transposes), because TF.js wasm runs a
+flagged matmul in its naive loop. The heads' results are concatenated along the features, which is the [1, S, H * D]
+order the output projection reads after its own transpose and view. Exact: every head sees the same sums in the same
+order as the full projection's matmul computes for its columns."""
 
 from __future__ import annotations
 
@@ -98,6 +98,7 @@ class Projection:
     weight: Value
     bias: Value | None
     heads: int
+    scale: float | None = None  # linear(x) * scale before the view (Whisper scales its queries so)
 
 
 def _producer_through_relayouts(ctx: OpContext, value: Value, reader: Node) -> Node | None:
@@ -128,6 +129,10 @@ def projection_of(ctx: OpContext, name: str, heads: int) -> Projection | None:
         return None
     projected = view.args["self"]
     linear = _producer_through_relayouts(ctx, projected, view)
+    scale = None
+    if linear is not None and linear.target == "aten.mul.Tensor" and _is_number(linear.args.get("other")):
+        scale, scaled = float(linear.args["other"]), linear
+        linear = _producer_through_relayouts(ctx, scaled.args["self"], scaled)
     if linear is None or linear.target != "aten.linear.default" or projected.rank != 3:
         return None
     x, weight, bias = linear.args["input"], linear.args["weight"], linear.args.get("bias")
@@ -135,7 +140,11 @@ def projection_of(ctx: OpContext, name: str, heads: int) -> Projection | None:
         return None
     if projected.shape[-1] != heads * viewed.shape[3] or (isinstance(bias, Value) and not bias.is_weight):
         return None
-    return Projection(x, weight, bias if isinstance(bias, Value) else None, heads)
+    return Projection(x, weight, bias if isinstance(bias, Value) else None, heads, scale)
+
+
+def _is_number(arg: object) -> bool:
+    return isinstance(arg, (int, float)) and not isinstance(arg, bool)
 
 
 def _flat_inputs(ctx: OpContext, projections: tuple[Projection, ...]) -> dict[int, str]:
@@ -158,6 +167,7 @@ def _projected_heads(ctx: OpContext, projection: Projection, x: str, hint: str, 
     else:
         head = f"tf.nn.bias_add(tf.linalg.matmul({x}, w), b)"
         items = f"w, b in zip({columns}, tf.split({ctx.expr(projection.bias)}, {projection.heads}))"
+    head = head if projection.scale is None else f"{head} * {lit(projection.scale)}"
     head = f"tf.transpose({head})" if transposed else head
     return ctx.let(f"[{head} for {items}]", f"{hint}_heads")
 
