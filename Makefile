@@ -22,7 +22,7 @@ bench: setup
 # fixed cost of one op call; benchmarks/results/profile.json and profile.md. About 15 minutes on a 2-core machine.
 profile: setup
 	@[ -d benchmarks/ort_web/node_modules/onnxruntime-web ] || (cd benchmarks/ort_web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-	$(PY) benchmarks/profile.py $(PROFILE_ARGS)
+	$(PY) benchmarks/op_profile.py $(PROFILE_ARGS)
 
 # A ~200 M-parameter model (800 MB float32) through the native route, the writer and TF.js wasm in Node: a few minutes.
 bench-large: setup

@@ -1,4 +1,4 @@
-// Per-op profile of a TF.js graph model in Node, and TF.js's fixed cost per op call, for benchmarks/profile.py.
+// Per-op profile of a TF.js graph model in Node, and TF.js's fixed cost per op call, for benchmarks/op_profile.py.
 //
 //   node benchmarks/profile.mjs REQUEST.json
 //

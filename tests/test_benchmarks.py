@@ -337,3 +337,11 @@ def torch_linear() -> Any:
 
     torch.manual_seed(0)
     return torch.nn.Linear(4, 2).eval()
+
+
+def test_no_benchmark_script_shadows_a_standard_module() -> None:
+    """`python benchmarks/run.py` puts benchmarks/ first on sys.path: a script named like a standard module
+    (profile.py did) is then imported in its place by every library that imports the standard one (torch._dynamo
+    imports cProfile, which imports profile)."""
+    scripts = {path.stem for path in (ROOT / "benchmarks").glob("*.py")}
+    assert not scripts & set(sys.stdlib_module_names), sorted(scripts & set(sys.stdlib_module_names))

@@ -1,5 +1,5 @@
-"""The per-op profiler (benchmarks/profile.py, profile.mjs, ort_web/ort_profile.mjs) on a tiny converted CNN and on
-op chains (40-55 s on a loaded 2-core machine, half of it the conversion).
+"""The per-op profiler (benchmarks/op_profile.py, profile.mjs, ort_web/ort_profile.mjs) on a tiny converted CNN and
+on op chains (40-55 s on a loaded 2-core machine, half of it the conversion).
 
 Tolerances: per-op-type times must sum to the node total within 1e-3 ms (they are the same numbers regrouped, so
 only rounding may differ); the nodes' time may exceed the run's time by at most 2 % (clock granularity); the fixed
@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import latency as lat  # noqa: E402
-from benchmarks import profile as prof  # noqa: E402
+from benchmarks import op_profile as prof  # noqa: E402
 
 SUM_ATOL_MS = 1e-3
 
@@ -143,7 +143,7 @@ def test_markdown_names_the_model_and_the_fixed_cost(tiny: dict[str, Any]) -> No
     prof.add_fixed_shares(entry, fixed)
     assert entry["tfjs"]["wasm"]["fixed_share"] == pytest.approx(  # the slope: 0.1 ms more for 10 more ops
         entry["tfjs"]["wasm"]["nodes_run"] * 0.01 / entry["tfjs"]["wasm"]["total_ms"], abs=1e-4)
-    report = {"command": "python benchmarks/profile.py", "finished": "now", "fixed": fixed, "models": [entry],
+    report = {"command": "python benchmarks/op_profile.py", "finished": "now", "fixed": fixed, "models": [entry],
               "plan": {"clock": "cpu"}, "load_avg_end": [0, 0, 0],
               "machine": {"cpu": "cpu", "cores": 2, "load_avg_start": [0, 0, 0]}, "versions": {}}
     text = prof.render_markdown(report)

@@ -1,4 +1,4 @@
-// onnxruntime-web's own profile of an ONNX model (wasm, one thread) in Node, for benchmarks/profile.py.
+// onnxruntime-web's own profile of an ONNX model (wasm, one thread) in Node, for benchmarks/op_profile.py.
 //
 //   node ort_profile.mjs REQUEST.json
 //

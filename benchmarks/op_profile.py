@@ -1,8 +1,8 @@
 """Where the time goes: a per-op profile of every benchmark model in TF.js (Node, wasm one thread, and cpu) beside
 onnxruntime-web's own profile of the same model's ONNX export, and the fixed cost of one op call on this machine.
 
-    python benchmarks/profile.py                       # every model of benchmarks/models.py (make profile)
-    python benchmarks/profile.py --models unet --backends wasm
+    python benchmarks/op_profile.py                    # every model of benchmarks/models.py (make profile)
+    python benchmarks/op_profile.py --models unet --backends wasm
 
 Each model is converted with bridge's native route (benchmarks/convert_one.py, into out/bench/MODEL-native, the
 folder `make bench` uses; an existing conversion there is reused) and exported to ONNX (out/bench/MODEL-export, or
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python benchmarks/profile.py` as well as `python -m benchmarks.profile`
+if str(ROOT) not in sys.path:  # `python benchmarks/op_profile.py` as well as `python -m benchmarks.op_profile`
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -649,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     log: Log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     report = run_profile(plan, args.work, log)
-    report["command"] = " ".join(["python benchmarks/profile.py", *raw_argv]).strip()
+    report["command"] = " ".join(["python benchmarks/op_profile.py", *raw_argv]).strip()
     report["versions"]["node"] = report["versions"]["node"] or bench.versions().get("node")
     write_atomically(args.results / f"{args.stem}.json", json.dumps(report, indent=1, default=str) + "\n")
     write_atomically(args.results / f"{args.stem}.md", render_markdown(report))
