@@ -285,8 +285,8 @@ def _batched(ctx: OpContext, heads: int | None, scale: float, mask: object, caus
 
 
 @converter("aten.scaled_dot_product_attention.default", layout=LayoutPolicy.SOURCE, check=_check_sdpa,
-           emits=("BatchMatMulV2", "MatMul", "BiasAdd", "Mul", "Softmax", "SelectV2", "AddV2", "Range", "GreaterEqual", "Any", "Split",
-                  "ConcatV2", "Transpose", "Reshape", "Cast", "LogicalNot", "Less"))
+           emits=("BatchMatMulV2", "MatMul", "BiasAdd", "Mul", "Softmax", "SelectV2", "AddV2", "Range", "GreaterEqual",
+                  "Any", "Split", "ConcatV2", "Transpose", "Reshape", "Cast", "LogicalNot", "Less"))
 def scaled_dot_product_attention(ctx: OpContext, node: Node) -> str:
     """aten::scaled_dot_product_attention(Tensor query, Tensor key, Tensor value, Tensor? attn_mask=None,
     float dropout_p=0.0, bool is_causal=False, *, float? scale=None, bool enable_gqa=False) -> Tensor

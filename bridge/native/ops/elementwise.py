@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+import numpy as np
+
 from bridge.native.codegen import OpContext, lit
 from bridge.native.ir import Node, Value, static_size
 from bridge.native.registry import CheckFn, ConverterFn, LayoutPolicy, converter
@@ -156,8 +158,8 @@ def suffix_shaped(ctx: OpContext, name: str, expr: str) -> str:
     output's shape, so it broadcasts as a trailing block. TF.js 4.22's wasm backend runs its comparison, logical,
     Maximum/Minimum and Pow kernels fast for equal shapes, scalars and such suffixes, and 10-20x slower when a
     size-1 axis is broadcast among aligned axes ([1, 1, 1, 128] against [1, 1, 128, 128]: 2.1-3.6 ms instead of
-    0.15-0.5 ms as [128]; `node benchmarks/broadcast_forms.mjs`). Add, Sub, Mul and RealDiv broadcast fast anyway. Same values: a reshape
-    that drops size-1 leading axes changes no broadcast result."""
+    0.15-0.5 ms as [128]; `node benchmarks/broadcast_forms.mjs`). Add, Sub, Mul and RealDiv broadcast fast anyway.
+    Same values: a reshape that drops size-1 leading axes changes no broadcast result."""
     arg = ctx.node.args.get(name)
     if not isinstance(arg, Value):
         return expr
@@ -318,11 +320,41 @@ def compare_operands(ctx: OpContext) -> tuple[str, str]:
     return expr("self", args["self"]), expr("other", args["other"])
 
 
+def negated_weight(weight: np.ndarray) -> np.ndarray:
+    """-w: the factor of relu(-x) in a PReLU written as relu(x) + (-w) * relu(-x)."""
+    return np.negative(weight)
+
+
+def prelu_weight(ctx: OpContext, node: Node) -> Value | None:
+    """The weight w when this where is `where(x > 0, x, w * x)` (how torch.export writes nn.PReLU) and nothing
+    else reads the comparison or the product; else None."""
+    cond, x, scaled = (node.args.get(k) for k in ("condition", "self", "other"))
+    if not all(isinstance(v, Value) for v in (cond, x, scaled)) or x.dtype != "float32":
+        return None
+    gt, mul = cond.producer, scaled.producer
+    if gt is None or gt.target != "aten.gt.Scalar" or gt.args.get("self") is not x or gt.args.get("other") != 0:
+        return None
+    if mul is None or mul.target != "aten.mul.Tensor":
+        return None
+    if not (ctx.sole_user(cond, node) and ctx.sole_user(scaled, node)):
+        return None
+    factors = [mul.args.get("self"), mul.args.get("other")]
+    weights = [f for f in factors if isinstance(f, Value) and f.is_weight and f is not x]
+    return weights[0] if len(weights) == 1 and any(f is x for f in factors) else None
+
+
 @converter("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", layout=ANY,
-           emits=("SelectV2", "NotEqual"))
+           emits=("SelectV2", "NotEqual", "Relu", "Neg", "Mul", "AddV2"))
 def where(ctx: OpContext, node: Node) -> str:
     """aten::where.self(Tensor condition, Tensor self, Tensor other) -> Tensor
-    (also where.ScalarOther and where.ScalarSelf, with a scalar `other` or `self`)"""
+    (also where.ScalarOther and where.ScalarSelf, with a scalar `other` or `self`; a PReLU,
+    where(x > 0, x, w * x), is written relu(x) + (-w) * relu(-x), which the TF.js writer turns into one Prelu op,
+    fused into the convolution before it: TF.js wasm's Greater + SelectV2 took 13 of 28 ms in a MobileNet-style net)"""
+    weight = prelu_weight(ctx, node)
+    if weight is not None:
+        x = ctx.t("self")
+        negated = ctx.transformed(weight, "negated", negated_weight)
+        return f"tf.nn.relu({x}) + {negated} * tf.nn.relu(tf.negative({x}))"
     condition = truth(ctx.t("condition"), ctx.value("condition").dtype)
     return f"tf.where({condition}, {operand(ctx, 'self')}, {operand(ctx, 'other')})"
 
@@ -347,7 +379,8 @@ def _comparisons() -> list[Binary]:
     ops = {"gt": ("tf.math.greater", "Greater"), "lt": ("tf.math.less", "Less"),
            "ge": ("tf.math.greater_equal", "GreaterEqual"), "le": ("tf.math.less_equal", "LessEqual"),
            "eq": ("tf.math.equal", "Equal"), "ne": ("tf.math.not_equal", "NotEqual")}
-    return [Binary(name, (f"aten.{name}.Tensor", f"aten.{name}.Scalar"), f"{function}({{a}}, {{b}})", (op, "Cast", "Reshape"),
+    return [Binary(name, (f"aten.{name}.Tensor", f"aten.{name}.Scalar"), f"{function}({{a}}, {{b}})",
+                   (op, "Cast", "Reshape"),
                    f"aten::{name}.Tensor(Tensor self, Tensor other) -> Tensor\n"
                    f"(also {name}.Scalar(Tensor self, Scalar other); the result is bool)", compare_operands,
                    suffix_broadcast=True)
@@ -387,7 +420,8 @@ register_binary(__name__, [
            "aten::maximum(Tensor self, Tensor other) -> Tensor", suffix_broadcast=True),
     Binary("minimum", ("aten.minimum.default",), "tf.minimum({a}, {b})", ("Minimum", "Reshape"),
            "aten::minimum(Tensor self, Tensor other) -> Tensor", suffix_broadcast=True),
-    Binary("pow_tensor", ("aten.pow.Tensor_Tensor", "aten.pow.Scalar"), "tf.math.pow({a}, {b})", ("Pow", "Cast", "Reshape"),
+    Binary("pow_tensor", ("aten.pow.Tensor_Tensor", "aten.pow.Scalar"), "tf.math.pow({a}, {b})",
+           ("Pow", "Cast", "Reshape"),
            "aten::pow.Tensor_Tensor(Tensor self, Tensor exponent) -> Tensor   (also pow.Scalar(Scalar self, Tensor\n"
            "exponent))", promoted("self", "exponent"), names=("self", "exponent"), suffix_broadcast=True),
     # the result takes the divisor's sign, like TF's floormod
