@@ -220,17 +220,9 @@ class _Generator:
         return lines
 
     def sole_user(self, value: Value, node: Node) -> bool:
-        """See OpContext.sole_user (readers counted once over the whole graph, torch.cond branches included)."""
+        """See OpContext.sole_user (the graph's readers, Graph.readers, are listed once)."""
         if self._readers is None:
-            self._readers = {}
-            for reader in self.graph.all_nodes():
-                for _, arg in reader.tensor_args():
-                    self._readers.setdefault(id(arg), []).append(reader)
-                for sub in self.graph.subgraphs(reader):
-                    for out in sub.outputs:
-                        self._readers.setdefault(id(out), []).append(reader)
-            for out in self.graph.outputs:
-                self._readers.setdefault(id(out), []).append(None)
+            self._readers = self.graph.readers()
         readers = self._readers.get(id(value), [])
         return len(readers) == 1 and readers[0] is node
 

@@ -210,12 +210,18 @@ class Graph:
                                         key=first.key, variant=(first.variant + "+" if first.variant else "") + variant)
         return self._derived[name]
 
-    def users(self) -> dict[int, list[Node]]:
-        """Map id(value) -> nodes consuming it."""
-        table: dict[int, list[Node]] = {}
-        for node in self.nodes:
+    def readers(self) -> dict[int, list[Node | None]]:
+        """Map id(value) -> the nodes reading it, over every node (torch.cond branches included, a branch's outputs
+        read by the node holding the branch); None stands for the graph's own outputs."""
+        table: dict[int, list[Node | None]] = {}
+        for node in self.all_nodes():
             for _, value in node.tensor_args():
                 table.setdefault(id(value), []).append(node)
+            for sub in self.subgraphs(node):
+                for out in sub.outputs:
+                    table.setdefault(id(out), []).append(node)
+        for out in self.outputs:
+            table.setdefault(id(out), []).append(None)
         return table
 
     def subgraphs(self, node: Node) -> list[Graph]:

@@ -18,18 +18,10 @@ from typing import Any
 import numpy as np
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
-from bridge.tfjs.graph_names import (NodeRef, const_value, data_inputs, format_ref, make_const, node_map,
-                                     parse_ref, remove_nodes, unique_name)
+from bridge.tfjs.graph_names import (NodeRef, const_behind_identities, const_value, data_inputs, format_ref,
+                                     make_const, node_map, parse_ref, remove_nodes, unique_name)
 
 SPLIT_OPS = ("Split", "SplitV")
-
-
-def _through_identities(nodes: dict[str, node_def_pb2.NodeDef], ref: NodeRef) -> node_def_pb2.NodeDef | None:
-    """The node behind `ref` once Identity nodes are skipped (None when it is not in the main graph)."""
-    node = nodes.get(ref.node)
-    while node is not None and node.op == "Identity" and data_inputs(node):
-        node = nodes.get(data_inputs(node)[0].node)
-    return node
 
 
 def _operands(nodes: dict[str, node_def_pb2.NodeDef], split: node_def_pb2.NodeDef) -> tuple[Any, ...] | None:
@@ -41,9 +33,9 @@ def _operands(nodes: dict[str, node_def_pb2.NodeDef], split: node_def_pb2.NodeDe
         value_ref, sizes_ref, axis_ref = refs
     else:
         return None
-    found = [_through_identities(nodes, r) if r is not None else None for r in (value_ref, axis_ref, sizes_ref)]
-    if any(n is None or n.op != "Const" for n in found[:2]) or (sizes_ref is not None and
-                                                                 (found[2] is None or found[2].op != "Const")):
+    found = [const_behind_identities(nodes, r.node) if r is not None else None
+             for r in (value_ref, axis_ref, sizes_ref)]
+    if found[0] is None or found[1] is None or (sizes_ref is not None and found[2] is None):
         return None
     value, axis, sizes = found
     return value, int(const_value(axis)), (None if sizes is None else [int(s) for s in const_value(sizes)])
@@ -109,7 +101,7 @@ def _drop_unread_weights(graph_def: graph_pb2.GraphDef, folded: set[str], protec
                 data_readers.setdefault(ref.node, set()).add(node.name)
     doomed = {name for name in folded if not data_readers.get(name)}
     for split in sorted(doomed):
-        weight = _through_identities(nodes, data_inputs(nodes[split])[1 if nodes[split].op == "Split" else 0])
+        weight = const_behind_identities(nodes, data_inputs(nodes[split])[1 if nodes[split].op == "Split" else 0].node)
         group = _identity_tree(weight.name, nodes, data_readers) if weight is not None else set()
         outside = {r for name in group for r in data_readers.get(name, ())} - group - doomed
         if group and not outside and not group & protected:

@@ -11,20 +11,14 @@ products and sums. Const operands keep their flag (a weight would then be transp
 from __future__ import annotations
 
 import numpy as np
-from tensorflow.core.framework import graph_pb2, node_def_pb2, types_pb2
+from tensorflow.core.framework import graph_pb2, types_pb2
 
-from bridge.tfjs.graph_names import data_inputs, make_const, make_node, node_map, parse_ref, unique_name
+from bridge.tfjs.graph_names import (const_behind_identities, make_const, make_node, node_map, parse_ref,
+                                     unique_name)
 
 MATMUL_OPS = ("MatMul", "_FusedMatMul")
 FLAGS = (("transpose_a", 0), ("transpose_b", 1))  # the flag and the input it applies to
 SWAP = (1, 0)  # a rank-2 transpose
-
-
-def _is_const(nodes: dict[str, node_def_pb2.NodeDef], name: str) -> bool:
-    node = nodes.get(name)
-    while node is not None and node.op == "Identity" and data_inputs(node):
-        node = nodes.get(data_inputs(node)[0].node)
-    return node is not None and node.op == "Const"
 
 
 def flagged_operands(graph_def: graph_pb2.GraphDef) -> list[tuple[str, str]]:
@@ -35,7 +29,8 @@ def flagged_operands(graph_def: graph_pb2.GraphDef) -> list[tuple[str, str]]:
         if node.op not in MATMUL_OPS:
             continue
         for flag, index in FLAGS:
-            if flag in node.attr and node.attr[flag].b and not _is_const(nodes, parse_ref(node.input[index]).node):
+            operand = parse_ref(node.input[index]).node
+            if flag in node.attr and node.attr[flag].b and const_behind_identities(nodes, operand) is None:
                 found.append((node.name, flag))
     return found
 

@@ -14,23 +14,17 @@ from __future__ import annotations
 import numpy as np
 from tensorflow.core.framework import graph_pb2, node_def_pb2, types_pb2
 
-from bridge.tfjs.graph_names import const_value, data_inputs, make_const, make_node, node_map, unique_name
+from bridge.tfjs.graph_names import (const_behind_identities, const_value, data_inputs, make_const, make_node,
+                                     node_map, unique_name)
 
 FLOAT_TYPES = (types_pb2.DT_FLOAT, types_pb2.DT_HALF, types_pb2.DT_BFLOAT16)
-
-
-def _const(nodes: dict[str, node_def_pb2.NodeDef], name: str) -> node_def_pb2.NodeDef | None:
-    node = nodes.get(name)
-    while node is not None and node.op == "Identity" and data_inputs(node):
-        node = nodes.get(data_inputs(node)[0].node)
-    return node if node is not None and node.op == "Const" else None
 
 
 def _is_row_lookup(nodes: dict[str, node_def_pb2.NodeDef], gather: node_def_pb2.NodeDef) -> bool:
     refs = data_inputs(gather)
     if gather.op != "GatherV2" or len(refs) != 3 or ("batch_dims" in gather.attr and gather.attr["batch_dims"].i):
         return False
-    table, axis = _const(nodes, refs[0].node), _const(nodes, refs[2].node)
+    table, axis = const_behind_identities(nodes, refs[0].node), const_behind_identities(nodes, refs[2].node)
     if table is None or axis is None or refs[0].index or refs[2].index:
         return False
     axis_value = np.asarray(const_value(axis))

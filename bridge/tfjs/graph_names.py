@@ -152,6 +152,22 @@ def unique_name(taken: set[str], base: str) -> str:
     return name
 
 
+def const_behind_identities(nodes: dict[str, node_def_pb2.NodeDef], name: str) -> node_def_pb2.NodeDef | None:
+    """The Const node `name` reads through a chain of Identity nodes (`name` itself when it is a Const), or None
+    when the chain ends anywhere else."""
+    node = nodes.get(name)
+    while node is not None and node.op == "Identity" and data_inputs(node):
+        node = nodes.get(data_inputs(node)[0].node)
+    return node if node is not None and node.op == "Const" else None
+
+
+def copy_graph(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
+    """A deep copy of `graph_def` (passes that must not change their argument work on one)."""
+    copy = graph_pb2.GraphDef()
+    copy.CopyFrom(graph_def)
+    return copy
+
+
 def iter_all_nodes(graph_def: graph_pb2.GraphDef) -> Iterator[tuple[str, node_def_pb2.NodeDef]]:
     """Every node of the main graph (scope ``""``) and of each library function (scope = function name)."""
     for node in graph_def.node:

@@ -31,8 +31,8 @@ from bridge.tfjs.const_splits import fold_const_splits, has_const_splits
 from bridge.tfjs.explicit_transposes import explicit_transposes
 from bridge.tfjs.gather_rows import gathers_to_gather_nd
 from bridge.tfjs.freeze import TensorInfo, freeze_signature
-from bridge.tfjs.graph_names import (NodeRef, canonicalize_functions, format_ref, iter_all_nodes, node_name,
-                                     parse_ref, remove_nodes)
+from bridge.tfjs.graph_names import (NodeRef, canonicalize_functions, copy_graph, format_ref, iter_all_nodes,
+                                     node_name, parse_ref, remove_nodes)
 from bridge.tfjs.grappler import PASS1_OPTIMIZERS, PASS2_OPTIMIZERS, run_grappler
 from bridge.tfjs.op_list import DEBUG_OPS, check_ops, needs_async
 from bridge.tfjs.masked_softmax import spell_out_masked_softmax
@@ -90,7 +90,7 @@ def optimize_with_stubs(graph_def: Any, inputs: list[TensorInfo], outputs: list[
     instead of stored (bridge.tfjs.zero_blocks). Returns the optimized GraphDef (real values in every Const) and
     how it was done: ``"no large weights"``, ``"stubbed N weight(s)"`` or ``"real weights (...reason...)"``."""
     if has_const_splits(graph_def):
-        graph_def = _copy(graph_def)
+        graph_def = copy_graph(graph_def)
         fold_const_splits(graph_def, _protected(inputs, outputs))
     optimized, how = _optimize(graph_def, inputs, outputs, strip_debug_ops)
     unstore_zero_blocks(optimized, _protected(inputs, outputs))
@@ -127,12 +127,6 @@ def _optimize_stubbed(graph_def: Any, inputs: list[TensorInfo], outputs: list[Te
     del results, others
     stubs.restore(first)
     return first
-
-
-def _copy(graph_def: Any) -> Any:
-    copy = type(graph_def)()
-    copy.CopyFrom(graph_def)
-    return copy
 
 
 def _first_allow(strip_debug_ops: bool) -> set[str]:

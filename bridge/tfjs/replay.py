@@ -16,7 +16,7 @@ import numpy as np
 from bridge.errors import ConversionError
 from bridge.tfjs.freeze import TensorInfo, quiet_tf
 from bridge.tfjs.fusions import FUSED_BASE_OP, prelu_as_tf_ops, unfuse_node
-from bridge.tfjs.graph_names import ChainBuilder, data_inputs, format_ref, make_const, parse_ref
+from bridge.tfjs.graph_names import ChainBuilder, copy_graph, data_inputs, format_ref, make_const, parse_ref
 
 STAGE = "tfjs-replay"
 
@@ -95,7 +95,7 @@ def replay_samples(graph_def: Any, weights: Mapping[str, np.ndarray], samples: S
     every weight restored into its Const (the former path), whose result or error is the one reported."""
     feeds = [_feeds(inputs, input_infos) for inputs in samples]
     names = [o.name for o in output_infos] + [_fetch_tensor(f) for f in fetch]
-    work = _working_copy(graph_def)
+    work = copy_graph(graph_def)
     fed = _weights_as_placeholders(work, weights)
     restore_weights(work, {k: v for k, v in weights.items() if k not in fed})
     make_tf_runnable(work)
@@ -105,7 +105,7 @@ def replay_samples(graph_def: Any, weights: Mapping[str, np.ndarray], samples: S
         if not fed:
             raise ConversionError(f"replaying the TF.js graph in TensorFlow failed: {exc}", stage=STAGE) from exc
         del work
-        work = _working_copy(graph_def)
+        work = copy_graph(graph_def)
         restore_weights(work, weights)
         make_tf_runnable(work)
         try:
@@ -124,14 +124,6 @@ def replay_samples(graph_def: Any, weights: Mapping[str, np.ndarray], samples: S
 # hold a few times, and leaving them Consts keeps grappler's constant folding where it used to apply.
 PLACEHOLDER_MIN_BYTES = 64 * 1024
 _FED_DTYPES = ("float16", "bfloat16", "float32", "float64")
-
-
-def _working_copy(graph_def: Any) -> Any:
-    from tensorflow.core.framework import graph_pb2
-
-    work = graph_pb2.GraphDef()
-    work.CopyFrom(graph_def)
-    return work
 
 
 def _weights_as_placeholders(graph_def: Any, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

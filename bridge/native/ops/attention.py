@@ -184,9 +184,7 @@ def _per_head_projected(ctx: OpContext, projections: tuple[Projection, Projectio
     kt = _projected_heads(ctx, key, flat[id(key.x)], "key", transposed=True)
     v = _projected_heads(ctx, value, flat[id(value.x)], "value")
     bias = _bias(ctx, mask, causal, "tf.float32", squeeze=True)
-    add = "" if bias is None else f" + {ctx.let(bias, 'bias')}"
-    attended = ctx.let(f"tf.concat([tf.linalg.matmul(tf.nn.softmax(tf.linalg.matmul(a, b) * {lit(scale)}{add}, "
-                       f"axis=-1), c) for a, b, c in zip({q}, {kt}, {v})], axis=1)", "attended")
+    attended = _attend_each_head(ctx, q, kt, v, scale, bias, axis=1)
     if isinstance(mask, Value) and mask.dtype == "bool":
         rows = f"tf.reshape(tf.cast({_allowed_rows(ctx)}, tf.float32), [-1, 1])"
         attended = ctx.let(f"{attended} * {rows}", "attended_rows")
@@ -231,6 +229,15 @@ def _bias(ctx: OpContext, mask: object, causal: bool, dtype: str, squeeze: bool 
     return " + ".join(terms) if terms else None
 
 
+def _attend_each_head(ctx: OpContext, queries: str, keys_t: str, values: str, scale: float, bias: str | None, *,
+                      axis: int) -> str:
+    """softmax(q_h k_h^T * scale + bias) v_h for every head of the three lists (keys already transposed), the
+    results concatenated along `axis`; one bias (if any) serves every head."""
+    add = "" if bias is None else f" + {ctx.let(bias, 'bias')}"
+    return ctx.let(f"tf.concat([tf.linalg.matmul(tf.nn.softmax(tf.linalg.matmul(a, b) * {lit(scale)}{add}, "
+                   f"axis=-1), c) for a, b, c in zip({queries}, {keys_t}, {values})], axis={axis})", "attended")
+
+
 def _per_head_softmax(ctx: OpContext, heads: int, scale: float, mask: object, causal: bool) -> str:
     """The whole attention one head at a time (softmax(q_h k_h^T * scale + bias) v_h), heads concatenated once
     at the end: no split of the probabilities, no concat of the scores. Only when one bias serves every head."""
@@ -240,10 +247,7 @@ def _per_head_softmax(ctx: OpContext, heads: int, scale: float, mask: object, ca
     kt = f"tf.transpose(tf.reshape({ctx.t('key')}, [{heads}, -1, {head}]), [0, 2, 1])"
     v = f"tf.reshape({ctx.t('value')}, [{heads}, -1, {dv}])"
     bias = _bias(ctx, mask, causal, f"{ctx.t('query')}.dtype", squeeze=True)
-    add = "" if bias is None else f" + {ctx.let(bias, 'bias')}"
-    flat = ctx.let(f"tf.concat([tf.linalg.matmul(tf.nn.softmax(tf.linalg.matmul(a, b) * {lit(scale)}{add}, "
-                   f"axis=-1), c) for a, b, c in zip({_heads(q, heads)}, {_heads(kt, heads)}, {_heads(v, heads)})], "
-                   "axis=0)", "attended")
+    flat = _attend_each_head(ctx, _heads(q, heads), _heads(kt, heads), _heads(v, heads), scale, bias, axis=0)
     lead = ", ".join(str(int(d)) for d in query.shape[:-2])
     return f"tf.reshape({flat}, [{lead}, -1, {dv}])"
 
