@@ -88,17 +88,17 @@ def test_small_weights_stay_consts(tmp_path: Path) -> None:
     graph_def = graph_pb2.GraphDef()
     x = graph_def.node.add(name="x", op="Placeholder")
     x.attr["dtype"].type = tf.float32.as_datatype_enum
-    from bridge.tfjs.graph_names import make_const
+    from bridge.tfjs.graph_names import copy_graph, make_const
 
     graph_def.node.append(make_const("w", np.zeros((4, 4), np.float32)))
     graph_def.node.add(name="y", op="MatMul", input=["x", "w"]).attr["T"].type = tf.float32.as_datatype_enum
     weights = {"w": np.arange(16, dtype=np.float32).reshape(4, 4)}
-    work = replay._working_copy(graph_def)
+    work = copy_graph(graph_def)
     assert replay._weights_as_placeholders(work, weights) == {}
     assert work == graph_def
     big = {"w": np.ones((256, 256), np.float32)}  # 256 KiB: fed, and turned into a Placeholder of its shape
     graph_def.node[1].CopyFrom(make_const("w", np.zeros((256, 256), np.float32)))
-    work = replay._working_copy(graph_def)
+    work = copy_graph(graph_def)
     assert list(replay._weights_as_placeholders(work, big)) == ["w:0"]
     assert work.node[1].op == "Placeholder" and [d.size for d in work.node[1].attr["shape"].shape.dim] == [256, 256]
 
