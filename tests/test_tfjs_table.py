@@ -133,6 +133,23 @@ def expect_transpose_flags(graph: OptimizedGraph, *, on_activations: int, on_wei
     assert graph.op_histogram.get("Transpose", 0) == transposes, graph.op_histogram
 
 
+def expect_explicit_pads(op: str, pads: list[list[int]] | None, *, pads_left: int = 0
+                         ) -> Callable[[OptimizedGraph], None]:
+    """One `op` node, padding EXPLICIT by `pads` ([4, 2]; None: not EXPLICIT), and `pads_left` Pad/PadV2 nodes."""
+    def check(graph: OptimizedGraph) -> None:
+        nodes = [n for n in graph.graph_def.node if n.op == op]
+        assert len(nodes) == 1, graph.op_histogram
+        node = nodes[0]
+        if pads is None:
+            assert node.attr["padding"].s != b"EXPLICIT", node
+        else:
+            assert node.attr["padding"].s == b"EXPLICIT", node
+            assert list(node.attr["explicit_paddings"].list.i) == [v for pair in pads for v in pair], node
+        left = graph.op_histogram.get("Pad", 0) + graph.op_histogram.get("PadV2", 0)
+        assert left == pads_left, graph.op_histogram
+    return check
+
+
 def expect_counts(graph: OptimizedGraph, **counts: int) -> None:
     """Exactly these node counts per op."""
     got = {op: graph.op_histogram.get(op, 0) for op in counts}
@@ -201,10 +218,55 @@ CASES: list[Case] = [
     # is padded (bridge/tfjs/same_padding.py): such convs become Pad + VALID (no Pad when every pad is 0).
     Case("conv_same_stride_over_kernel", keras_case(seq((8, 8, 3), keras.layers.Conv2D(
         5, (1, 3), strides=(2, 1), padding="same", activation="relu"))), normal(2, 8, 8, 3),
-         expect_ops("Pad", "_FusedConv2D")),
+         expect_explicit_pads("_FusedConv2D", [[0, 0], [0, 0], [1, 1], [0, 0]])),
     # (equal strides: TF's own depthwise kernel takes no other without oneDNN, which it uses only on some CPUs)
     Case("depthwise_same_stride_over_kernel", keras_case(seq((7, 8, 4), keras.layers.DepthwiseConv2D(
-        (3, 1), strides=(2, 2), padding="same"))), normal(2, 7, 8, 4), expect_ops("Pad")),
+        (3, 1), strides=(2, 2), padding="same"))), normal(2, 7, 8, 4),
+         expect_explicit_pads("FusedDepthwiseConv2dNative", [[0, 0], [1, 1], [0, 0], [0, 0]])),
+    # large Tanhs as 2 * sigmoid(2x) - 1 (bridge/tfjs/tanh_as_sigmoid.py); small or unknown-size ones stay Tanh
+    Case("tanh_large_as_sigmoid", fn_case(lambda m, x: tf.tanh(x * 3.0), [spec([2, 32, 32, 4])]),
+         normal(2, 32, 32, 4), lambda g: expect_counts(g, Tanh=0, Sigmoid=1)),
+    Case("conv_tanh_large_as_sigmoid", keras_case(seq((32, 32, 3), keras.layers.Conv2D(
+        8, 3, padding="same", activation="tanh"))), normal(1, 32, 32, 3),
+         lambda g: expect_counts(g, Tanh=0, Sigmoid=1)),
+    Case("tanh_small_kept", fn_case(lambda m, x: tf.tanh(x * 3.0), [spec([2, 16])]), normal(2, 16),
+         lambda g: expect_counts(g, Tanh=1, Sigmoid=0)),
+    Case("tanh_unknown_batch_large", fn_case(lambda m, x: tf.tanh(x * 3.0), [spec([None, 32, 32, 4])]),
+         normal(2, 32, 32, 4), lambda g: expect_counts(g, Tanh=0, Sigmoid=1)),
+    Case("tanh_unknown_sizes_small", fn_case(lambda m, x: tf.tanh(x * 3.0), [spec([None, None, 32, 4])]),
+         normal(2, 32, 32, 4), lambda g: expect_counts(g, Tanh=1, Sigmoid=0)),
+    # Pads in front of convs become the convs' explicit padding (bridge/tfjs/pads_into_convs.py): PyTorch's
+    # both-sides padding of strided convs, on a VALID conv and on one already padding for itself
+    Case("pad_into_conv", fn_case(
+        lambda m, x: tf.nn.relu6(tf.nn.conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 2], [0, 0]]), m.w, 2, "VALID") + m.b),
+        [spec([None, 9, 10, 3])], lambda: {"w": var(7, [3, 3, 3, 5])(), "b": var(8, [5])()}),
+        normal(2, 9, 10, 3), expect_explicit_pads("_FusedConv2D", [[0, 0], [1, 1], [1, 2], [0, 0]])),
+    Case("pad_into_explicit_conv", fn_case(
+        lambda m, x: tf.nn.conv2d(tf.pad(x, [[0, 0], [2, 0], [0, 1], [0, 0]]), m.w, 1,
+                                  [[0, 0], [1, 1], [0, 1], [0, 0]]),
+        [spec([None, 6, 6, 3])], lambda: {"w": var(9, [3, 3, 3, 4])()}),
+        normal(2, 6, 6, 3), expect_explicit_pads("Conv2D", [[0, 0], [3, 1], [0, 2], [0, 0]])),
+    Case("pad_into_depthwise", fn_case(
+        lambda m, x: tf.nn.relu(tf.nn.depthwise_conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), m.w,
+                                                       [1, 2, 2, 1], "VALID") + m.b),
+        [spec([None, 8, 8, 4])], lambda: {"w": var(10, [3, 3, 4, 1])(), "b": var(11, [4])()}),
+        normal(2, 8, 8, 4), expect_explicit_pads("FusedDepthwiseConv2dNative", [[0, 0], [1, 1], [1, 1], [0, 0]])),
+    # not folded: a Pad another op reads too stays for it; a pad of ones (PadV2) or of the channels is no
+    # conv padding (folded, the numbers would differ from TF's)
+    Case("pad_shared_with_another_reader", fn_case(
+        lambda m, x: (lambda p: tf.nn.conv2d(p, m.w, 1, "VALID") + tf.reduce_mean(p))(
+            tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])),
+        [spec([None, 6, 6, 3])], lambda: {"w": var(12, [3, 3, 3, 4])()}),
+        normal(2, 6, 6, 3), expect_explicit_pads("Conv2D", [[0, 0], [1, 1], [1, 1], [0, 0]], pads_left=1)),
+    Case("pad_of_ones_kept", fn_case(
+        lambda m, x: tf.nn.conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=1.0), m.w, 1,
+                                  "VALID"),
+        [spec([None, 6, 6, 3])], lambda: {"w": var(13, [3, 3, 3, 4])()}),
+        normal(2, 6, 6, 3), expect_explicit_pads("Conv2D", None, pads_left=1)),
+    Case("pad_of_channels_kept", fn_case(
+        lambda m, x: tf.nn.conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 1]]), m.w, 1, "VALID"),
+        [spec([None, 6, 6, 3])], lambda: {"w": var(14, [3, 3, 4, 4])()}),
+        normal(2, 6, 6, 3), expect_explicit_pads("Conv2D", None, pads_left=1)),
     Case("conv_same_1x1_stride2", keras_case(seq((8, 8, 3), keras.layers.Conv2D(4, 1, strides=2, padding="same"))),
          normal(2, 8, 8, 3), expect_ops("_FusedConv2D", absent=("Pad",))),
     Case("conv_swish", keras_case(seq((8, 8, 3), _conv("swish"))), normal(2, 8, 8, 3),
@@ -541,24 +603,83 @@ def test_missing_signature_names_the_available_ones(table_cache: dict[str, Any])
     assert "serving_default" in str(info.value) and "nope" in str(info.value)
 
 
+def wasm_error(cache: dict[str, Any], case: Case, graph: OptimizedGraph, name: str) -> float:
+    """The largest difference between TF's numbers for `case` and TF.js wasm's for `graph` (written as `name`):
+    what a must-fail twin checks after changing a pass."""
+    from bridge.runtime.node import run_graph_model
+
+    out = cache["root"] / name
+    convert_graph(graph, out, TfjsOptions())
+    inputs = case.inputs(np.random.default_rng(11))
+    want = reference(saved_model(cache, case), inputs)
+    got = run_graph_model(out, [inputs], backends=["wasm"])["wasm"].outputs[0]
+    return max(float(np.abs(got[key] - value).max()) for key, value in want.items())
+
+
 @pytest.mark.node
 def test_risky_same_conv_is_wrong_in_wasm_without_the_pad_rewrite(table_cache: dict[str, Any], node_ready: None,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Must-fail twin of conv_same_stride_over_kernel: left SAME, TF.js wasm's numbers are far from TF's."""
-    from bridge.runtime.node import run_graph_model
     from bridge.tfjs import optimize
 
     case = next(c for c in CASES if c.id == "conv_same_stride_over_kernel")
     monkeypatch.setattr(optimize, "spell_out_risky_same_padding", lambda graph_def: 0)
     graph = optimize_for_tfjs(saved_model(table_cache, case))
     assert "Pad" not in graph.op_histogram
-    out = table_cache["root"] / "risky_same_unfixed"
-    convert_graph(graph, out, TfjsOptions())
-    inputs = case.inputs(np.random.default_rng(11))
-    want = reference(saved_model(table_cache, case), inputs)
-    got = run_graph_model(out, [inputs], backends=["wasm"])["wasm"].outputs[0]
-    key = next(iter(want))
-    assert np.abs(got[key] - want[key]).max() > 0.1
+    assert wasm_error(table_cache, case, graph, "risky_same_unfixed") > 0.1
+
+
+@pytest.mark.node
+def test_pad_of_ones_folded_into_the_conv_is_wrong(table_cache: dict[str, Any], node_ready: None,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Must-fail twin of pad_of_ones_kept: the Pad's fill value read as zeros (folded into the conv's padding),
+    TF.js's numbers are far from TF's."""
+    from bridge.tfjs import pads_into_convs
+    from bridge.tfjs.graph_names import const_behind_identities, const_value, data_inputs
+
+    def any_fill(nodes: dict[str, Any], pad: Any) -> Any:
+        if pad.op != "PadV2":
+            return None
+        return np.asarray(const_value(const_behind_identities(nodes, data_inputs(pad)[1].node)))
+
+    case = next(c for c in CASES if c.id == "pad_of_ones_kept")
+    monkeypatch.setattr(pads_into_convs, "_spatial_pads", any_fill)
+    graph = optimize_for_tfjs(saved_model(table_cache, case))
+    expect_explicit_pads("Conv2D", [[0, 0], [1, 1], [1, 1], [0, 0]])(graph)
+    assert wasm_error(table_cache, case, graph, "pad_of_ones_folded") > 0.1
+
+
+@pytest.mark.node
+def test_tanh_as_sigmoid_with_a_wrong_scale_is_caught(table_cache: dict[str, Any], node_ready: None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Must-fail twin of tanh_large_as_sigmoid: written with 1 where the form has 2 (sigmoid(x) - 1), TF.js's
+    numbers are far from TF's, so the table case would catch a wrong form."""
+    from bridge.tfjs import tanh_as_sigmoid
+
+    real_make_const = tanh_as_sigmoid.make_const
+    monkeypatch.setattr(tanh_as_sigmoid, "make_const", lambda name, value, *a: real_make_const(
+        name, np.ones_like(value) if name.endswith("/two") else value, *a))
+    case = next(c for c in CASES if c.id == "tanh_large_as_sigmoid")
+    graph = optimize_for_tfjs(saved_model(table_cache, case))
+    expect_counts(graph, Tanh=0, Sigmoid=1)
+    assert wasm_error(table_cache, case, graph, "tanh_wrong_scale") > 0.1
+
+
+def test_pad_with_a_control_input_stays(table_cache: dict[str, Any]) -> None:
+    """A Pad with a control input is not folded (the conv would lose that ordering); without it, it is."""
+    from bridge.tfjs.graph_names import copy_graph, data_inputs
+    from bridge.tfjs.pads_into_convs import fold_pads_into_convs
+
+    case = next(c for c in CASES if c.id == "pad_shared_with_another_reader")
+    graph_def = copy_graph(optimize_for_tfjs(saved_model(table_cache, case)).graph_def)
+    pad = next(n for n in graph_def.node if n.op == "Pad")
+    conv = next(n for n in graph_def.node if n.op == "Conv2D")
+    conv.input[0], conv.attr["padding"].s = pad.name, b"VALID"
+    del conv.attr["explicit_paddings"].list.i[:]
+    pad.input.append("^" + data_inputs(pad)[0].node)
+    assert fold_pads_into_convs(graph_def) == 0
+    pad.input.pop()
+    assert fold_pads_into_convs(graph_def) == 1
 
 
 @pytest.mark.node

@@ -168,6 +168,24 @@ def copy_graph(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
     return copy
 
 
+def tensor_shapes(graph_def: graph_pb2.GraphDef, refs: Iterable[str]) -> dict[str, list[int | None] | None]:
+    """The static shape TF's shape inference gives each main-graph tensor in `refs` (``node`` or ``node:i``;
+    None: unknown rank), by importing the graph into a scratch tf.Graph. The graph must hold TF ops only."""
+    import tensorflow as tf
+
+    from bridge.tfjs.freeze import quiet_tf
+
+    scratch = tf.Graph()
+    with quiet_tf(), scratch.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")
+    shapes: dict[str, list[int | None] | None] = {}
+    for text in refs:
+        ref = parse_ref(text)
+        shape = scratch.get_operation_by_name(ref.node).outputs[ref.index].shape
+        shapes[text] = None if shape.rank is None else shape.as_list()
+    return shapes
+
+
 def iter_all_nodes(graph_def: graph_pb2.GraphDef) -> Iterator[tuple[str, node_def_pb2.NodeDef]]:
     """Every node of the main graph (scope ``""``) and of each library function (scope = function name)."""
     for node in graph_def.node:

@@ -6,10 +6,11 @@ Add->BiasAdd (also out of grappler's regrouped residual sums); pin contractions 
 keeping layer norms' epsilon); transposed activation operands of matmuls as explicit Transposes
 (bridge.tfjs.explicit_transposes); row lookups in weight tables as GatherNd (bridge.tfjs.gather_rows); SAME
 padding the wasm backend gets wrong; drop unused control-flow placeholders; PReLU; depthwise fusion; activations
-(PReLU, ...) into fused contractions; the un-fuse guard; rewrites (ops JS lacks or gets wrong, softmax over
-float32-minimum masks, Switch control edges, control inputs on list-input ops); prune; clear devices and debug
-info; canonical function names; check ops and graph integrity again; then, on the real weights, weights with large
-zero blocks are stored without them (bridge.tfjs.zero_blocks).
+(PReLU, ...) into fused contractions; the un-fuse guard; large Tanhs as sigmoids (bridge.tfjs.tanh_as_sigmoid);
+zero Pads into the convolutions reading them (bridge.tfjs.pads_into_convs); rewrites (ops JS lacks or gets
+wrong, softmax over float32-minimum masks, Switch control edges, control inputs on list-input ops); prune; clear
+devices and debug info; canonical function names; check ops and graph integrity again; then, on the real
+weights, weights with large zero blocks are stored without them (bridge.tfjs.zero_blocks).
 Const nodes keep their values: the weights half (bridge.tfjs.weights) extracts them.
 
 Large weights do not travel through the passes: they are swapped for few-byte stand-ins first and put back at the
@@ -37,7 +38,9 @@ from bridge.tfjs.grappler import PASS1_OPTIMIZERS, PASS2_OPTIMIZERS, run_grapple
 from bridge.tfjs.op_list import DEBUG_OPS, check_ops, needs_async
 from bridge.tfjs.masked_softmax import spell_out_masked_softmax
 from bridge.tfjs.layer_norm import layer_norm_epsilons, restore_layer_norm_epsilons
+from bridge.tfjs.pads_into_convs import fold_pads_into_convs
 from bridge.tfjs.same_padding import spell_out_risky_same_padding
+from bridge.tfjs.tanh_as_sigmoid import large_tanhs, tanhs_as_sigmoids
 from bridge.tfjs.rewrites import (RENAMES, REWRITES, apply_rewrites, reroute_switch_control_inputs,
                                   route_variadic_control_inputs, split_strided_slice_shrink)
 from bridge.tfjs.weight_stubs import PROBES, StubsConsumed, WeightStubs
@@ -153,12 +156,15 @@ def _run_passes(graph_def: Any, inputs: list[TensorInfo], outputs: list[TensorIn
     explicit_transposes(graph_def)
     gathers_to_gather_nd(graph_def)
     spell_out_risky_same_padding(graph_def)
+    tanhs = large_tanhs(graph_def)
 
     fusions.drop_unused_control_flow_inputs(graph_def)
     fusions.fuse_prelu(graph_def, protected)
     fusions.fuse_depthwise(graph_def, protected)
     fusions.fuse_activations_into_contractions(graph_def, protected)
     fusions.unfuse_unsupported(graph_def)
+    tanhs_as_sigmoids(graph_def, tanhs)
+    fold_pads_into_convs(graph_def)
     apply_rewrites(graph_def)
     spell_out_masked_softmax(graph_def)
     split_strided_slice_shrink(graph_def)

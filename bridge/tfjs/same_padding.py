@@ -4,8 +4,9 @@ TF.js 4.22's wasm convolution (Conv2D, DepthwiseConv2dNative and their fused for
 window wrongly when one spatial axis has a stride larger than its window, so that TF's SAME padding on that axis
 is negative before being clamped to 0, while the other axis is padded (kernel 1x3, stride 2x1 on an 8x8 input:
 max |error| ~10 against TF; the cpu backend is right). Such nodes become an explicit Pad and VALID padding, which
-every backend computes like TF. The table case `conv_same_stride_over_kernel` in tests/test_tfjs_table.py runs a
-model with such a conv and fails without this pass.
+every backend computes like TF (bridge.tfjs.pads_into_convs then moves the Pad into the conv's explicit padding,
+which the wasm backend also computes right). The table case `conv_same_stride_over_kernel` in
+tests/test_tfjs_table.py runs a model with such a conv and fails without this pass.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
-from bridge.tfjs.graph_names import data_inputs, format_ref, make_const, make_node, node_map, unique_name
+from bridge.tfjs.graph_names import (data_inputs, format_ref, make_const, make_node, node_map, tensor_shapes,
+                                     unique_name)
 
 WINDOWED_CONVS = ("Conv2D", "_FusedConv2D", "DepthwiseConv2dNative", "FusedDepthwiseConv2dNative")
 
@@ -84,17 +86,13 @@ def _may_clamp(node: Any, nodes: dict[str, Any]) -> bool:
 
 
 def _spatial_input_sizes(graph_def: Any, candidates: list[Any]) -> dict[str, tuple[int | None, int | None]]:
-    """(H, W) of each candidate's input, by importing the graph into a scratch tf.Graph."""
-    import tensorflow as tf
-
-    scratch = tf.Graph()
-    with scratch.as_default():
-        tf.graph_util.import_graph_def(graph_def, name="")
+    """(H, W) of each candidate's input, by TF's shape inference."""
+    sources = {node.name: format_ref(data_inputs(node)[0]) for node in candidates}
+    shapes = tensor_shapes(graph_def, sources.values())
     sizes: dict[str, tuple[int | None, int | None]] = {}
-    for node in candidates:
-        shape = scratch.get_operation_by_name(node.name).inputs[0].shape
-        dims = shape.as_list() if shape.rank == 4 else [None] * 4
-        sizes[node.name] = (dims[1], dims[2])
+    for name, source in sources.items():
+        dims = shapes[source]
+        sizes[name] = (dims[1], dims[2]) if dims is not None and len(dims) == 4 else (None, None)
     return sizes
 
 
