@@ -6,8 +6,10 @@ vs TF vs TF.js wasm) are in tests/native_op_cases/conv_transpose.py."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -67,14 +69,75 @@ def test_dynamic_batch_up_step(tmp_path: Path) -> None:
 
 
 def test_other_geometries_keep_conv2d_transpose(tmp_path: Path) -> None:
+    """Output phases of unequal sizes (an odd output size for stride 2) keep tf.nn.conv2d_transpose."""
     for i, module in enumerate([nn.ConvTranspose2d(4, 3, 3, stride=2),
-                                nn.ConvTranspose2d(4, 3, 2, stride=2, padding=1),
                                 nn.ConvTranspose2d(4, 3, 2, stride=2, output_padding=1)]):
         torch.manual_seed(0)
         x = torch.randn(1, 4, 5, 7)
         result, expected = _rebuild(module, x, tmp_path / str(i))
         assert "Conv2DBackpropInput" in result.tf_ops  # type: ignore[attr-defined]
         np.testing.assert_allclose(result.run_torch_layout(x.numpy())[0], expected, atol=1e-5)  # type: ignore
+
+
+def test_equal_phases_are_row_convs(tmp_path: Path) -> None:
+    """A DCGAN's k4 s2 p1 (and k2 s2 p1): one explicitly padded convolution per output row phase, reshaped and
+    concatenated; no Conv2DBackpropInput, DepthToSpace, Pad or Transpose."""
+    for i, module in enumerate([nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1),
+                                nn.ConvTranspose2d(4, 3, 2, stride=2, padding=1, bias=False)]):
+        torch.manual_seed(0)
+        x = torch.randn(2, 4, 5, 6)
+        result, expected = _rebuild(module, x, tmp_path / str(i))
+        ops = result.tf_ops  # type: ignore[attr-defined]
+        assert not {"Conv2DBackpropInput", "DepthToSpace", "Pad"} & set(ops), ops
+        assert ops.get("Conv2D", 0) == 2 and ops.get("Transpose", 0) == 2, ops
+        np.testing.assert_allclose(result.run_torch_layout(x.numpy())[0], expected, atol=1e-5)  # type: ignore
+        assert "phase_filters" in (tmp_path / str(i) / "tf_model.py").read_text()
+
+
+def _phase_form(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
+                output_padding: tuple[int, int], taps: Callable[[int, int, int], W.PhaseTaps]) -> np.ndarray | None:
+    """What _phase_rows computes, in TF from the weight transforms alone (None: the geometry is not one)."""
+    import tensorflow as tf
+
+    n, _, h, wd = x.shape
+    axes = [taps(k, s, p) for k, s, p in zip(w.shape[2:], stride, padding)]
+    pads, grid = [], []
+    for size, t, k, s, p, op in zip((h, wd), axes, w.shape[2:], stride, padding, output_padding):
+        out = (size - 1) * s - 2 * p + k + op
+        before, after = -t.first, out // s - 1 + t.width - size + t.first
+        if out % s or before < 0 or after < 0:
+            return None
+        pads.append([before, after])
+        grid.append(out // s)
+    filters = W.iohw_to_phase_filters(w.numpy(), *axes)
+    x_nhwc = x.numpy().transpose(0, 2, 3, 1)
+    cout = w.shape[1]
+    rows = [tf.reshape(tf.nn.conv2d(x_nhwc, f, 1, [[0, 0], pads[0], pads[1], [0, 0]]), [n, grid[0], 1, -1])
+            for f in filters]
+    return tf.reshape(tf.concat(rows, 2), [n, grid[0] * stride[0], grid[1] * stride[1], cout]).numpy().transpose(
+        0, 3, 1, 2)
+
+
+PHASE_GEOMETRIES = [  # (kernel, stride, padding, output_padding)
+    ((4, 4), (2, 2), (1, 1), (0, 0)), ((3, 3), (2, 2), (1, 1), (1, 1)), ((5, 5), (3, 3), (1, 1), (0, 0)),
+    ((4, 3), (2, 1), (1, 1), (0, 0)), ((4, 4), (2, 2), (0, 0), (0, 0)), ((6, 6), (2, 2), (2, 2), (0, 0)),
+    ((2, 2), (2, 2), (1, 1), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("kernel,stride,padding,output_padding", PHASE_GEOMETRIES)
+def test_phase_filters_match_conv_transpose(kernel: tuple[int, int], stride: tuple[int, int],
+                                            padding: tuple[int, int], output_padding: tuple[int, int]) -> None:
+    """The phase taps and filters alone reproduce F.conv_transpose2d; the taps of a padding one pixel larger do not
+    (the must-fail twin)."""
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 3, 5, 4), torch.randn(3, 4, *kernel)
+    expected = F.conv_transpose2d(x, w, stride=stride, padding=padding, output_padding=output_padding).numpy()
+    got = _phase_form(x, w, stride, padding, output_padding, W.phase_taps)
+    assert got is not None
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
+    wrong = _phase_form(x, w, stride, padding, output_padding, lambda k, s, p: W.phase_taps(k, s, p + 1))
+    assert wrong is None or wrong.shape != expected.shape or not np.allclose(wrong, expected, atol=1e-3)
 
 
 def test_row_filters_match_conv_transpose() -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -46,6 +48,44 @@ def iohw_to_row_filters(w: np.ndarray) -> np.ndarray:
     input pixel's kH x kW output window."""
     cin, cout, kh, kw = w.shape
     return w.transpose(2, 0, 3, 1).reshape(kh, 1, 1, cin, kw * cout)
+
+
+@dataclass(frozen=True)
+class PhaseTaps:
+    """One spatial axis of a transposed convolution (kernel k, stride s, padding p) as s ordinary correlations,
+    one per output phase a (outputs y = s q + a): out[s q + a] = sum over (u, t) in taps[a] of
+    x[q + first + u] * w[t]. Every phase reads the same window of `width` inputs starting at `first`."""
+
+    first: int
+    width: int
+    taps: tuple[tuple[tuple[int, int], ...], ...]  # per phase: (window position u, kernel tap t)
+
+
+def phase_taps(kernel: int, stride: int, padding: int) -> PhaseTaps:
+    """`PhaseTaps` of one axis: output y = s q + a gets x[i] w[t] for i s + t = y + p, so t = s m + r with
+    r = (a + p) mod s and i = q + (a + p) // s - m."""
+    per_phase = []
+    for a in range(stride):
+        r, c = (a + padding) % stride, (a + padding) // stride
+        per_phase.append([(c - m, stride * m + r) for m in range(max(0, -(-(kernel - r) // stride)))])
+    offsets = [j for taps in per_phase for j, _ in taps]
+    first = min(offsets)
+    return PhaseTaps(first, max(offsets) - first + 1,
+                     tuple(tuple((j - first, t) for j, t in taps) for taps in per_phase))
+
+
+def iohw_to_phase_filters(w: np.ndarray, rows: PhaseTaps, cols: PhaseTaps) -> np.ndarray:
+    """ConvTranspose2d kernel [in, out, kH, kW] -> one tf.nn.conv2d filter per output row phase a,
+    [sH, JH, JW, in, sW * out]: filter a gives, at output channel b * out + o, output row phase a, column phase
+    b, channel o (taps a phase lacks are zero)."""
+    cin, cout = w.shape[:2]
+    filters = np.zeros((len(rows.taps), rows.width, cols.width, cin, len(cols.taps) * cout), w.dtype)
+    for a, row_taps in enumerate(rows.taps):
+        for b, col_taps in enumerate(cols.taps):
+            for u, th in row_taps:
+                for v, tw in col_taps:
+                    filters[a, u, v, :, b * cout:(b + 1) * cout] = w[:, :, th, tw]
+    return filters
 
 
 def tile_channels(b: np.ndarray, reps: int) -> np.ndarray:

@@ -1,17 +1,18 @@
 """Convolutions: conv1d, conv2d (grouped, depthwise, dilated, strided, 'same' and asymmetric padding),
-conv_transpose2d (stride == kernel as 1x1 convs + reshapes, else Conv2DBackpropInput). All run channels-last;
-kernels are stored in TF layout (see bridge.native.weights)."""
+conv_transpose2d (stride == kernel as 1x1 convs + reshapes; other geometries as one ordinary convolution per
+output row phase + reshapes when every output phase has as many outputs; else Conv2DBackpropInput). All run
+channels-last; kernels are stored in TF layout (see bridge.native.weights)."""
 
 from __future__ import annotations
 
 from functools import partial
 
 from bridge.native.codegen import OpContext
-from bridge.native.ir import Node, Value
+from bridge.native.ir import Node, Size, Value
 from bridge.native.ops._common import Padding, dynamic_window_padding, first_tensor, ntuple, static_dims, window_padding
 from bridge.native.registry import LayoutPolicy, converter
-from bridge.native.weights import (depthwise_filter, iohw_to_hwoi, iohw_to_row_filters, oihw_to_hwio,
-                                   oiw_to_wio, tile_channels)
+from bridge.native.weights import (PhaseTaps, depthwise_filter, iohw_to_hwoi, iohw_to_phase_filters,
+                                   iohw_to_row_filters, oihw_to_hwio, oiw_to_wio, phase_taps, tile_channels)
 
 
 def _geometry(node: Node, n: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int]:
@@ -155,12 +156,57 @@ def _window_rows(ctx: OpContext) -> str:
     h, w = ctx.value("input").sizes[2:]
     filters = ctx.weight("weight", "row_filters", iohw_to_row_filters,
                          lambda e: f"tf.reshape(tf.transpose({e}, [2, 0, 3, 1]), [{kh}, 1, 1, {cin}, {kw * cout}])")
+    return _stacked_rows(ctx, filters, '"VALID"', (h, w), (kh, kw))
+
+
+def _phase_geometry(ctx: OpContext) -> list[tuple[PhaseTaps, tuple[int, int]]] | None:
+    """Per spatial axis, the output phases' taps and the (before, after) input padding that gives each phase
+    out / stride outputs; None when some axis's output is not a whole number of strides, would need a crop, or
+    the sizes or the weight are not static."""
+    weight, x = ctx.value("weight"), ctx.value("input")
+    if not weight.is_weight or not static_dims(x.shape[2:]):
+        return None
+    geometry = []
+    for size, k, s, p, op in zip(x.shape[2:], weight.shape[2:], ntuple(ctx.arg("stride", 1), 2),
+                                 ntuple(ctx.arg("padding", 0), 2), ntuple(ctx.arg("output_padding", 0), 2)):
+        out = (size - 1) * s - 2 * p + k + op
+        taps = phase_taps(k, s, p)
+        before = -taps.first
+        after = out // s - 1 + taps.width - size - before
+        if out <= 0 or out % s or before < 0 or after < 0:
+            return None
+        geometry.append((taps, (before, after)))
+    return geometry
+
+
+def _phase_rows(ctx: OpContext, geometry: list[tuple[PhaseTaps, tuple[int, int]]]) -> str:
+    """Any other transposed convolution whose output phases are equal in size: output row phase a (rows
+    y = sH q + a) is an ordinary convolution of the padded input by filter a of `iohw_to_phase_filters` (every
+    column phase b in its channel block), laid out as in `_window_rows`. TF.js wasm's Conv2DBackpropInput is a
+    scalar loop; this form runs on its XNNPACK convolution (a DCGAN generator's three 4x4 stride-2 layers:
+    `benchmarks/run.py --models convtranspose_gan`)."""
+    (rows, pad_h), (cols, pad_w) = geometry
+    strides = (len(rows.taps), len(cols.taps))
+    h, w = ctx.value("input").shape[2:]
+    outs = tuple((size + sum(pad) - taps.width + 1) for size, (taps, pad) in zip((h, w), geometry))
+    variant = f"phase_filters_s{strides[0]}x{strides[1]}_p{-rows.first}x{-cols.first}"
+    filters = ctx.weight("weight", variant, lambda a: iohw_to_phase_filters(a, rows, cols))
+    return _stacked_rows(ctx, filters, str([[0, 0], list(pad_h), list(pad_w), [0, 0]]), outs, strides)
+
+
+def _stacked_rows(ctx: OpContext, filters: str, padding: str, grid: tuple[Size, Size], window: tuple[int, int]
+                  ) -> str:
+    """One convolution of the input per output row of each `window` (filters [rows, kH', kW', in, cols*out]),
+    each laid out as [N, H', 1, W'*cols*out] by a reshape, concatenated and reshaped to the output
+    [N, H'*rows, W'*cols, out]; `grid` is (H', W'), the convolutions' output size."""
+    cout = ctx.value("weight").shape[1]
+    (h, w), (kh, kw) = grid, window
     x = ctx.t("input")
     bias = ctx.weight("bias", f"tile_{kw}", partial(tile_channels, reps=kw),
                       lambda e: f"tf.tile({e}, [{kw}])") if ctx.has("bias") else None
 
     def conv(kernel: str) -> str:
-        y = f"tf.nn.conv2d({x}, {kernel}, strides=1, padding=\"VALID\")"
+        y = f"tf.nn.conv2d({x}, {kernel}, strides=1, padding={padding})"
         return f"tf.nn.bias_add({y}, {bias})" if bias else y
 
     if kh == 1:
@@ -179,9 +225,13 @@ def conv_transpose2d(ctx: OpContext, node: Node) -> str:
     SymInt[2] padding=0, SymInt[2] output_padding=0, SymInt groups=1, SymInt[2] dilation=1) -> Tensor
 
     Stride == kernel (non-overlapping windows, the U-Net up-sampling step): 1x1 convolutions + reshapes (see
-    _window_rows); other geometries: tf.nn.conv2d_transpose."""
+    _window_rows); equal output phases (a DCGAN's k4 s2 p1): one convolution per row phase (_phase_rows); other
+    geometries: tf.nn.conv2d_transpose."""
     if _non_overlapping(ctx):
         return _window_rows(ctx)
+    geometry = _phase_geometry(ctx)
+    if geometry is not None:
+        return _phase_rows(ctx, geometry)
     x = ctx.t("input")
     weight = ctx.value("weight")
     kernel_hw = weight.shape[2:]
