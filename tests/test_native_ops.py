@@ -85,6 +85,15 @@ CORE_CASES = [
            (A + "upsample_bilinear2d.vec",)),
     OpCase("pixel_shuffle", lambda: nn.PixelShuffle(2), [(1, 8, 3, 5)], (A + "pixel_shuffle.default",),
            max_transposes=0),
+    # right after a conv: one conv per output row (bridge/native/ops/conv.py, conv_rows_for_pixel_shuffle)
+    OpCase("conv-pixel_shuffle", lambda: nn.Sequential(nn.Conv2d(4, 27, 3, padding=1), nn.PixelShuffle(3)),
+           [(2, 4, 5, 6)], (A + "conv2d.default", A + "pixel_shuffle.default"), max_transposes=0),
+    OpCase("conv-pixel_shuffle-strided-no-bias", lambda: nn.Sequential(
+        nn.Conv2d(4, 12, 3, stride=2, padding=1, bias=False), nn.PixelShuffle(2)), [(1, 4, 7, 6)],
+        (A + "conv2d.default", A + "pixel_shuffle.default"), max_transposes=0),
+    OpCase("conv-pixel_shuffle-conv-read-twice", lambda: Fn(lambda x: (lambda y: F.pixel_shuffle(y, 2) + y.mean())(
+        F.conv2d(x, torch.linspace(-1, 1, 8 * 4 * 9).reshape(8, 4, 3, 3)))), [(1, 4, 6, 5)],
+        (A + "conv2d.default", A + "pixel_shuffle.default")),
     # activations
     OpCase("relu", lambda: nn.ReLU(), [IMG], (A + "relu.default",)),
     OpCase("relu6", lambda: Fn(lambda x: F.relu6(x * 4)), [IMG], (A + "relu6.default",)),

@@ -88,6 +88,21 @@ def iohw_to_phase_filters(w: np.ndarray, rows: PhaseTaps, cols: PhaseTaps) -> np
     return filters
 
 
+def oihw_to_shuffle_rows(w: np.ndarray, r: int) -> np.ndarray:
+    """Conv2d kernel [C*r*r, in, kH, kW] followed by pixel_shuffle(r) -> one tf.nn.conv2d filter per output row
+    phase i, [r, kH, kW, in, r*C]: filter i gives, at channel j*C + c, PyTorch's output channel c*r*r + i*r + j
+    (the pixel at row phase i, column phase j of channel c)."""
+    kh, kw, cin = w.shape[2], w.shape[3], w.shape[1]
+    channels = w.shape[0] // (r * r)
+    hwio = oihw_to_hwio(w).reshape(kh, kw, cin, channels, r, r)
+    return hwio.transpose(4, 0, 1, 2, 5, 3).reshape(r, kh, kw, cin, r * channels)
+
+
+def shuffle_rows_bias(b: np.ndarray, r: int) -> np.ndarray:
+    """The conv bias [C*r*r] of `oihw_to_shuffle_rows`'s filters: [r, r*C], row i for filter i."""
+    return b.reshape(-1, r, r).transpose(1, 2, 0).reshape(r, -1)
+
+
 def tile_channels(b: np.ndarray, reps: int) -> np.ndarray:
     """A per-channel vector [C] repeated `reps` times -> [reps*C] (the bias of `reps` channel groups)."""
     return np.tile(b, reps)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from bridge.native.ir import Node, Value
+from bridge.native.layout import RELAYOUT
 from bridge.tfjs.same_padding import same_pad_clamped, tf_same_pads
+
+if TYPE_CHECKING:
+    from bridge.native.codegen import OpContext
 
 
 def ntuple(value: Any, n: int) -> tuple[int, ...]:
@@ -15,6 +19,18 @@ def ntuple(value: Any, n: int) -> tuple[int, ...]:
         items = tuple(int(v) for v in value)
         return items * n if len(items) == 1 else items
     return (int(value),) * n
+
+
+def producer_through_relayouts(ctx: OpContext, value: Value, reader: Node) -> Node | None:
+    """The node computing `value` for `reader`, looking through the layout pass's conversions; None when some
+    value on the way has another reader (its producer must then run anyway)."""
+    while True:
+        node = value.producer
+        if node is None or not ctx.sole_user(value, reader):
+            return None
+        if node.target != RELAYOUT:
+            return node
+        value, reader = node.args["input"], node
 
 
 def first_tensor(node: Node) -> Value:

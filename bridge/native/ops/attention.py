@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 from bridge.native.codegen import OpContext, lit
 from bridge.native.ir import Node, Value
-from bridge.native.layout import RELAYOUT, permutation
+from bridge.native.layout import permutation
+from bridge.native.ops._common import producer_through_relayouts
 from bridge.native.registry import LayoutPolicy, converter
 from bridge.native.weights import linear_to_in_out
 
@@ -101,38 +102,26 @@ class Projection:
     scale: float | None = None  # linear(x) * scale before the view (Whisper scales its queries so)
 
 
-def _producer_through_relayouts(ctx: OpContext, value: Value, reader: Node) -> Node | None:
-    """The node computing `value` for `reader`, looking through the layout pass's conversions; None when some
-    value on the way has another reader (its producer must then run anyway)."""
-    while True:
-        node = value.producer
-        if node is None or not ctx.sole_user(value, reader):
-            return None
-        if node.target != RELAYOUT:
-            return node
-        value, reader = node.args["input"], node
-
-
 def projection_of(ctx: OpContext, name: str, heads: int) -> Projection | None:
     """Argument `name` of the attention node as a Projection with `heads` heads, or None when it is not one
     (another chain of ops, a batch other than 1, a layout other than PyTorch's, or an intermediate read
     elsewhere)."""
     value = ctx.value(name)
-    transpose = _producer_through_relayouts(ctx, value, ctx.node)
+    transpose = producer_through_relayouts(ctx, value, ctx.node)
     if transpose is None or transpose.target not in _PERMUTES or permutation(transpose, 4) != [0, 2, 1, 3]:
         return None
     viewed = transpose.args["self"]
-    view = _producer_through_relayouts(ctx, viewed, transpose)
+    view = producer_through_relayouts(ctx, viewed, transpose)
     if view is None or view.target not in _VIEWS or viewed.rank != 4 or viewed.shape[0] != 1:
         return None
     if viewed.shape[2] != heads or viewed.shape[3] is None:
         return None
     projected = view.args["self"]
-    linear = _producer_through_relayouts(ctx, projected, view)
+    linear = producer_through_relayouts(ctx, projected, view)
     scale = None
     if linear is not None and linear.target == "aten.mul.Tensor" and _is_number(linear.args.get("other")):
         scale, scaled = float(linear.args["other"]), linear
-        linear = _producer_through_relayouts(ctx, scaled.args["self"], scaled)
+        linear = producer_through_relayouts(ctx, scaled.args["self"], scaled)
     if linear is None or linear.target != "aten.linear.default" or projected.rank != 3:
         return None
     x, weight, bias = linear.args["input"], linear.args["weight"], linear.args.get("bias")

@@ -12,7 +12,8 @@ from bridge.native.ir import Node, Size, Value
 from bridge.native.ops._common import Padding, dynamic_window_padding, first_tensor, ntuple, static_dims, window_padding
 from bridge.native.registry import LayoutPolicy, converter
 from bridge.native.weights import (PhaseTaps, depthwise_filter, iohw_to_hwoi, iohw_to_phase_filters,
-                                   iohw_to_row_filters, oihw_to_hwio, oiw_to_wio, phase_taps, tile_channels)
+                                   iohw_to_row_filters, oihw_to_hwio, oihw_to_shuffle_rows, oiw_to_wio, phase_taps,
+                                   shuffle_rows_bias, tile_channels)
 
 
 def _geometry(node: Node, n: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int]:
@@ -93,6 +94,39 @@ def conv2d(ctx: OpContext, node: Node) -> str:
     grouped = (f"tf.concat([tf.nn.conv2d(xg, kg, strides={list(stride)}, {common}) for xg, kg in "
                f"zip(tf.split({x}, {groups}, axis=-1), tf.split({kernel}, {groups}, axis=-1))], axis=-1)")
     return _with_bias(ctx, grouped)
+
+
+CONV2D_TARGETS = ("aten.conv2d.default", "aten.conv2d.padding")
+
+
+def conv_rows_for_pixel_shuffle(ctx: OpContext, conv: Node, r: int) -> str | None:
+    """pixel_shuffle(r) of the output of `conv` (an ungrouped conv2d with parameter weights, read by nothing
+    else) as r convolutions, one per output row phase (`oihw_to_shuffle_rows`), laid out by reshapes and one
+    concat as in `_window_rows`: no channel gather and no DepthToSpace (slow kernels in TF.js wasm), the
+    conv itself never computed. None when `conv` is not such a conv."""
+    weight, bias = conv.args.get("weight"), conv.args.get("bias")
+    if conv.target not in CONV2D_TARGETS or not isinstance(weight, Value) or not weight.is_weight:
+        return None
+    if isinstance(bias, Value) and not bias.is_weight or _geometry(conv, 2)[3] != 1 or _check_conv(2, conv):
+        return None
+    _, stride, dilation, _ = _geometry(conv, 2)
+    pad = _padding(conv, 2)
+    padding = str(pad.tf_pad(4)) if pad.mode == "EXPLICIT" else pad.literal()
+    dilations = f", dilations={list(dilation)}" if max(dilation) > 1 else ""
+    out = conv.outputs[0]
+    assert out is not None
+    channels = out.shape[1] // (r * r)
+    h, w = out.sizes[2:]
+    filters = ctx.transformed(weight, f"shuffle_rows_{r}", partial(oihw_to_shuffle_rows, r=r))
+    y = f"tf.nn.conv2d({ctx.expr(conv.args['input'])}, f, strides={list(stride)}, padding={padding}{dilations})"
+    if isinstance(bias, Value):
+        biases = ctx.transformed(bias, f"shuffle_rows_{r}", partial(shuffle_rows_bias, r=r))
+        y = f"tf.nn.bias_add({y}, b)"
+        loop = f"for f, b in zip(tf.unstack({filters}), tf.unstack({biases}))"
+    else:
+        loop = f"for f in tf.unstack({filters})"
+    rows = ctx.let(f"[tf.reshape({y}, {ctx.shape_list([-1, h, 1, w * r * channels])}) {loop}]", "rows")
+    return f"tf.reshape(tf.concat({rows}, axis=2), {ctx.shape_list([-1, h * r, w * r, channels])})"
 
 
 @converter("aten.conv1d.default", "aten.conv1d.padding", layout=LayoutPolicy.CHANNELS_LAST,

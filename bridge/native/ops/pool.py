@@ -21,8 +21,9 @@ import numpy as np
 
 from bridge.native.codegen import OpContext, lit
 from bridge.native.ir import Dim, Node
-from bridge.native.ops._common import (Padding, dynamic_window_padding, first_tensor, ntuple, static_dims,
-                                       window_padding)
+from bridge.native.ops._common import (Padding, dynamic_window_padding, first_tensor, ntuple,
+                                       producer_through_relayouts, static_dims, window_padding)
+from bridge.native.ops.conv import conv_rows_for_pixel_shuffle
 from bridge.native.registry import LayoutPolicy, converter
 
 _FLOAT32_LOWEST = "-3.4028234663852886e38"  # padding for max pooling (finite: safe on WebGL)
@@ -421,13 +422,19 @@ def upsample_bilinear2d(ctx: OpContext, node: Node) -> str:
             f"half_pixel_centers={not corners})")
 
 
-@converter("aten.pixel_shuffle.default", layout=LayoutPolicy.CHANNELS_LAST, emits=("GatherV2", "DepthToSpace"))
+@converter("aten.pixel_shuffle.default", layout=LayoutPolicy.CHANNELS_LAST,
+           emits=("GatherV2", "DepthToSpace", "Conv2D", "BiasAdd", "Unpack", "Reshape", "ConcatV2"))
 def pixel_shuffle(ctx: OpContext, node: Node) -> str:
     """aten::pixel_shuffle(Tensor self, int upscale_factor) -> Tensor
 
     PyTorch reads input channel c*r*r + i*r + j; TF's DepthToSpace reads (i*r + j)*C + c: a channel gather
-    reorders them (no transpose)."""
+    reorders them (no transpose). Right after a conv2d (ESPCN) the conv's filters are reordered instead, one conv
+    per output row (bridge.native.ops.conv.conv_rows_for_pixel_shuffle)."""
     r = int(ctx.arg("upscale_factor"))
+    producer = producer_through_relayouts(ctx, ctx.value("self"), ctx.node)
+    rows = conv_rows_for_pixel_shuffle(ctx, producer, r) if producer is not None and r > 1 else None
+    if rows is not None:
+        return rows
     channels = ctx.out().shape[1]
     order = np.arange(channels * r * r).reshape(channels, r * r).T.ravel().tolist()
     return f"tf.nn.depth_to_space(tf.gather({ctx.t('self')}, {order}, axis=-1), {r})"
