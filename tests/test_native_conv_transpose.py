@@ -80,8 +80,8 @@ def test_other_geometries_keep_conv2d_transpose(tmp_path: Path) -> None:
 
 
 def test_equal_phases_are_row_convs(tmp_path: Path) -> None:
-    """A DCGAN's k4 s2 p1 (and k2 s2 p1): one explicitly padded convolution per output row phase, reshaped and
-    concatenated; no Conv2DBackpropInput, DepthToSpace, Pad or Transpose."""
+    """A DCGAN's k4 s2 p1 (and k2 s2 p1): one explicitly padded convolution per output phase, reshaped and
+    concatenated; no Conv2DBackpropInput, DepthToSpace, Pad or Transpose, and the kernel stored once (no zeros)."""
     for i, module in enumerate([nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1),
                                 nn.ConvTranspose2d(4, 3, 2, stride=2, padding=1, bias=False)]):
         torch.manual_seed(0)
@@ -89,33 +89,42 @@ def test_equal_phases_are_row_convs(tmp_path: Path) -> None:
         result, expected = _rebuild(module, x, tmp_path / str(i))
         ops = result.tf_ops  # type: ignore[attr-defined]
         assert not {"Conv2DBackpropInput", "DepthToSpace", "Pad"} & set(ops), ops
-        assert ops.get("Conv2D", 0) == 2 and ops.get("Transpose", 0) == 2, ops
+        assert ops.get("Conv2D", 0) == 4 and ops.get("Transpose", 0) == 2, ops
         np.testing.assert_allclose(result.run_torch_layout(x.numpy())[0], expected, atol=1e-5)  # type: ignore
-        assert "phase_filters" in (tmp_path / str(i) / "tf_model.py").read_text()
+        assert "phase_1_1" in (tmp_path / str(i) / "tf_model.py").read_text()
+        from safetensors.numpy import load_file
+
+        stored = sum(a.size for a in load_file(str(result.weights_path)).values())  # type: ignore[attr-defined]
+        assert stored == sum(p.numel() for p in module.parameters()), stored
 
 
 def _phase_form(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
-                output_padding: tuple[int, int], taps: Callable[[int, int, int], W.PhaseTaps]) -> np.ndarray | None:
+                output_padding: tuple[int, int], taps: Callable[[int, int, int], tuple[W.Phase, ...]]
+                ) -> np.ndarray | None:
     """What _phase_rows computes, in TF from the weight transforms alone (None: the geometry is not one)."""
     import tensorflow as tf
 
     n, _, h, wd = x.shape
-    axes = [taps(k, s, p) for k, s, p in zip(w.shape[2:], stride, padding)]
-    pads, grid = [], []
-    for size, t, k, s, p, op in zip((h, wd), axes, w.shape[2:], stride, padding, output_padding):
+    axes, pads, grid = [taps(k, s, p) for k, s, p in zip(w.shape[2:], stride, padding)], [], []
+    for size, phases, k, s, p, op in zip((h, wd), axes, w.shape[2:], stride, padding, output_padding):
         out = (size - 1) * s - 2 * p + k + op
-        before, after = -t.first, out // s - 1 + t.width - size + t.first
-        if out % s or before < 0 or after < 0:
+        pad = [[-ph.start, out // s - 1 + len(ph.taps) - size + ph.start] for ph in phases]
+        if out % s or any(not ph.taps for ph in phases):
             return None
-        pads.append([before, after])
+        pads.append(pad)
         grid.append(out // s)
-    filters = W.iohw_to_phase_filters(w.numpy(), *axes)
-    x_nhwc = x.numpy().transpose(0, 2, 3, 1)
-    cout = w.shape[1]
-    rows = [tf.reshape(tf.nn.conv2d(x_nhwc, f, 1, [[0, 0], pads[0], pads[1], [0, 0]]), [n, grid[0], 1, -1])
-            for f in filters]
-    return tf.reshape(tf.concat(rows, 2), [n, grid[0] * stride[0], grid[1] * stride[1], cout]).numpy().transpose(
-        0, 3, 1, 2)
+    room = max(w.shape[2:]) + max(padding)  # zeros around the input, so any pad or crop is a slice
+    x_nhwc = np.pad(x.numpy().transpose(0, 2, 3, 1), [(0, 0), (room, room), (room, room), (0, 0)])
+    rows = []
+    for a, row in enumerate(axes[0]):
+        parts = []
+        for b, col in enumerate(axes[1]):
+            (top, bottom), (left, right) = pads[0][a], pads[1][b]
+            window = x_nhwc[:, room - top:room + h + bottom, room - left:room + wd + right]
+            parts.append(tf.nn.conv2d(window, W.iohw_to_phase_filter(w.numpy(), row, col), 1, "VALID"))
+        rows.append(tf.reshape(tf.concat(parts, -1), [n, grid[0], 1, -1]))
+    return tf.reshape(tf.concat(rows, 2), [n, grid[0] * stride[0], grid[1] * stride[1], w.shape[1]]).numpy(
+    ).transpose(0, 3, 1, 2)
 
 
 PHASE_GEOMETRIES = [  # (kernel, stride, padding, output_padding)

@@ -51,41 +51,30 @@ def iohw_to_row_filters(w: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class PhaseTaps:
-    """One spatial axis of a transposed convolution (kernel k, stride s, padding p) as s ordinary correlations,
-    one per output phase a (outputs y = s q + a): out[s q + a] = sum over (u, t) in taps[a] of
-    x[q + first + u] * w[t]. Every phase reads the same window of `width` inputs starting at `first`."""
+class Phase:
+    """One output phase a of a transposed convolution along one axis (kernel k, stride s, padding p) as an
+    ordinary correlation: out[s q + a] = sum over u of x[q + start + u] * w[taps[u]]."""
 
-    first: int
-    width: int
-    taps: tuple[tuple[tuple[int, int], ...], ...]  # per phase: (window position u, kernel tap t)
+    start: int
+    taps: tuple[int, ...]  # the kernel tap read at each window position
 
 
-def phase_taps(kernel: int, stride: int, padding: int) -> PhaseTaps:
-    """`PhaseTaps` of one axis: output y = s q + a gets x[i] w[t] for i s + t = y + p, so t = s m + r with
-    r = (a + p) mod s and i = q + (a + p) // s - m."""
-    per_phase = []
+def phase_taps(kernel: int, stride: int, padding: int) -> tuple[Phase, ...]:
+    """The `Phase` of each output phase a along one axis: output y = s q + a gets x[i] w[t] for i s + t = y + p,
+    so t = s m + r with r = (a + p) mod s and i = q + (a + p) // s - m, for the m with t < k (none when r >= k).
+    Every tap belongs to exactly one phase."""
+    phases = []
     for a in range(stride):
         r, c = (a + padding) % stride, (a + padding) // stride
-        per_phase.append([(c - m, stride * m + r) for m in range(max(0, -(-(kernel - r) // stride)))])
-    offsets = [j for taps in per_phase for j, _ in taps]
-    first = min(offsets)
-    return PhaseTaps(first, max(offsets) - first + 1,
-                     tuple(tuple((j - first, t) for j, t in taps) for taps in per_phase))
+        count = -(-(kernel - r) // stride) if r < kernel else 0
+        phases.append(Phase(c - count + 1, tuple(stride * (count - 1 - u) + r for u in range(count))))
+    return tuple(phases)
 
 
-def iohw_to_phase_filters(w: np.ndarray, rows: PhaseTaps, cols: PhaseTaps) -> np.ndarray:
-    """ConvTranspose2d kernel [in, out, kH, kW] -> one tf.nn.conv2d filter per output row phase a,
-    [sH, JH, JW, in, sW * out]: filter a gives, at output channel b * out + o, output row phase a, column phase
-    b, channel o (taps a phase lacks are zero)."""
-    cin, cout = w.shape[:2]
-    filters = np.zeros((len(rows.taps), rows.width, cols.width, cin, len(cols.taps) * cout), w.dtype)
-    for a, row_taps in enumerate(rows.taps):
-        for b, col_taps in enumerate(cols.taps):
-            for u, th in row_taps:
-                for v, tw in col_taps:
-                    filters[a, u, v, :, b * cout:(b + 1) * cout] = w[:, :, th, tw]
-    return filters
+def iohw_to_phase_filter(w: np.ndarray, row: Phase, col: Phase) -> np.ndarray:
+    """ConvTranspose2d kernel [in, out, kH, kW] -> the tf.nn.conv2d filter [len(row taps), len(col taps), in, out]
+    of one output phase (row phase, column phase): its taps of the kernel, in window order."""
+    return np.ascontiguousarray(w[:, :, list(row.taps)][:, :, :, list(col.taps)].transpose(2, 3, 0, 1))
 
 
 def oihw_to_shuffle_rows(w: np.ndarray, r: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Convolutions: conv1d, conv2d (grouped, depthwise, dilated, strided, 'same' and asymmetric padding),
 conv_transpose2d (stride == kernel as 1x1 convs + reshapes; other geometries as one ordinary convolution per
-output row phase + reshapes when every output phase has as many outputs; else Conv2DBackpropInput). All run
+output phase + reshapes when every output phase has as many outputs; else Conv2DBackpropInput). All run
 channels-last; kernels are stored in TF layout (see bridge.native.weights)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from __future__ import annotations
 from functools import partial
 
 from bridge.native.codegen import OpContext
-from bridge.native.ir import Node, Size, Value
+from bridge.native.ir import Node, Value
 from bridge.native.ops._common import Padding, dynamic_window_padding, first_tensor, ntuple, static_dims, window_padding
 from bridge.native.registry import LayoutPolicy, converter
-from bridge.native.weights import (PhaseTaps, depthwise_filter, iohw_to_hwoi, iohw_to_phase_filters,
+from bridge.native.weights import (Phase, depthwise_filter, iohw_to_hwoi, iohw_to_phase_filter,
                                    iohw_to_row_filters, oihw_to_hwio, oihw_to_shuffle_rows, oiw_to_wio, phase_taps,
                                    shuffle_rows_bias, tile_channels)
 
@@ -190,57 +190,12 @@ def _window_rows(ctx: OpContext) -> str:
     h, w = ctx.value("input").sizes[2:]
     filters = ctx.weight("weight", "row_filters", iohw_to_row_filters,
                          lambda e: f"tf.reshape(tf.transpose({e}, [2, 0, 3, 1]), [{kh}, 1, 1, {cin}, {kw * cout}])")
-    return _stacked_rows(ctx, filters, '"VALID"', (h, w), (kh, kw))
-
-
-def _phase_geometry(ctx: OpContext) -> list[tuple[PhaseTaps, tuple[int, int]]] | None:
-    """Per spatial axis, the output phases' taps and the (before, after) input padding that gives each phase
-    out / stride outputs; None when some axis's output is not a whole number of strides, would need a crop, or
-    the sizes or the weight are not static."""
-    weight, x = ctx.value("weight"), ctx.value("input")
-    if not weight.is_weight or not static_dims(x.shape[2:]):
-        return None
-    geometry = []
-    for size, k, s, p, op in zip(x.shape[2:], weight.shape[2:], ntuple(ctx.arg("stride", 1), 2),
-                                 ntuple(ctx.arg("padding", 0), 2), ntuple(ctx.arg("output_padding", 0), 2)):
-        out = (size - 1) * s - 2 * p + k + op
-        taps = phase_taps(k, s, p)
-        before = -taps.first
-        after = out // s - 1 + taps.width - size - before
-        if out <= 0 or out % s or before < 0 or after < 0:
-            return None
-        geometry.append((taps, (before, after)))
-    return geometry
-
-
-def _phase_rows(ctx: OpContext, geometry: list[tuple[PhaseTaps, tuple[int, int]]]) -> str:
-    """Any other transposed convolution whose output phases are equal in size: output row phase a (rows
-    y = sH q + a) is an ordinary convolution of the padded input by filter a of `iohw_to_phase_filters` (every
-    column phase b in its channel block), laid out as in `_window_rows`. TF.js wasm's Conv2DBackpropInput is a
-    scalar loop; this form runs on its XNNPACK convolution (a DCGAN generator's three 4x4 stride-2 layers:
-    `benchmarks/run.py --models convtranspose_gan`)."""
-    (rows, pad_h), (cols, pad_w) = geometry
-    strides = (len(rows.taps), len(cols.taps))
-    h, w = ctx.value("input").shape[2:]
-    outs = tuple((size + sum(pad) - taps.width + 1) for size, (taps, pad) in zip((h, w), geometry))
-    variant = f"phase_filters_s{strides[0]}x{strides[1]}_p{-rows.first}x{-cols.first}"
-    filters = ctx.weight("weight", variant, lambda a: iohw_to_phase_filters(a, rows, cols))
-    return _stacked_rows(ctx, filters, str([[0, 0], list(pad_h), list(pad_w), [0, 0]]), outs, strides)
-
-
-def _stacked_rows(ctx: OpContext, filters: str, padding: str, grid: tuple[Size, Size], window: tuple[int, int]
-                  ) -> str:
-    """One convolution of the input per output row of each `window` (filters [rows, kH', kW', in, cols*out]),
-    each laid out as [N, H', 1, W'*cols*out] by a reshape, concatenated and reshaped to the output
-    [N, H'*rows, W'*cols, out]; `grid` is (H', W'), the convolutions' output size."""
-    cout = ctx.value("weight").shape[1]
-    (h, w), (kh, kw) = grid, window
     x = ctx.t("input")
     bias = ctx.weight("bias", f"tile_{kw}", partial(tile_channels, reps=kw),
                       lambda e: f"tf.tile({e}, [{kw}])") if ctx.has("bias") else None
 
     def conv(kernel: str) -> str:
-        y = f"tf.nn.conv2d({x}, {kernel}, strides=1, padding={padding})"
+        y = f"tf.nn.conv2d({x}, {kernel}, strides=1, padding=\"VALID\")"
         return f"tf.nn.bias_add({y}, {bias})" if bias else y
 
     if kh == 1:
@@ -248,6 +203,67 @@ def _stacked_rows(ctx: OpContext, filters: str, padding: str, grid: tuple[Size, 
     rows = ctx.let(f"[tf.reshape({conv('row')}, {ctx.shape_list([-1, h, 1, w * kw * cout])}) for row in "
                    f"tf.unstack({filters})]", "rows")
     return f"tf.reshape(tf.concat({rows}, axis=2), {ctx.shape_list([-1, h * kh, w * kw, cout])})"
+
+
+PhaseAxis = tuple[tuple[Phase, ...], list[tuple[int, int]], int]  # phases, (before, after) pads, outputs each
+
+
+def _phase_geometry(ctx: OpContext) -> list[PhaseAxis] | None:
+    """Per spatial axis, the output phases, the input padding that gives each phase out / stride outputs (a
+    negative pad: inputs that phase never reads, cropped) and that count; None when some axis's output is not a
+    whole number of strides, a phase has no tap, or the sizes or the weight are not static."""
+    weight, x = ctx.value("weight"), ctx.value("input")
+    if not weight.is_weight or not static_dims(x.shape[2:]):
+        return None
+    geometry: list[PhaseAxis] = []
+    for size, k, s, p, op in zip(x.shape[2:], weight.shape[2:], ntuple(ctx.arg("stride", 1), 2),
+                                 ntuple(ctx.arg("padding", 0), 2), ntuple(ctx.arg("output_padding", 0), 2)):
+        out = (size - 1) * s - 2 * p + k + op
+        if out <= 0 or out % s:
+            return None
+        phases = phase_taps(k, s, p)
+        if any(not phase.taps for phase in phases):
+            return None
+        geometry.append((phases, [(-ph.start, out // s - 1 + len(ph.taps) - size + ph.start) for ph in phases],
+                         out // s))
+    return geometry
+
+
+def _phase_input(x: str, size: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]
+                 ) -> tuple[str, list[list[int]]]:
+    """The input one phase reads (cropped where a pad is negative) and its explicit conv padding."""
+    (top, bottom), (left, right) = pads
+    crops = [max(0, -top), size[0] - max(0, -bottom), max(0, -left), size[1] - max(0, -right)]
+    if crops != [0, size[0], 0, size[1]]:
+        x = f"{x}[:, {crops[0]}:{crops[1]}, {crops[2]}:{crops[3]}, :]"
+    return x, [[0, 0], [max(0, top), max(0, bottom)], [max(0, left), max(0, right)], [0, 0]]
+
+
+def _phase_rows(ctx: OpContext, geometry: list[PhaseAxis]) -> str:
+    """Any other transposed convolution whose output phases are equal in size: output phase (a, b) (rows
+    sH q + a, columns sW p + b) is an ordinary convolution of the padded input by that phase's taps of the kernel
+    (`iohw_to_phase_filter`: every weight stored once, no zeros); a row phase's column phases side by side in the
+    channels, reshaped to one output row and the rows concatenated as in `_window_rows`. TF.js wasm's
+    Conv2DBackpropInput is a scalar loop; these run on its XNNPACK convolution (a DCGAN generator's three 4x4
+    stride-2 layers, `benchmarks/run.py --models convtranspose_gan`)."""
+    (rows, row_pads, q_h), (cols, col_pads, q_w) = geometry
+    cout = ctx.value("weight").shape[1]
+    x, size = ctx.t("input"), tuple(ctx.value("input").shape[2:])
+    bias = ctx.t("bias") if ctx.has("bias") else None
+    shape = f"s{len(rows)}x{len(cols)}_p{-rows[0].start}x{-cols[0].start}"
+    out_rows = []
+    for a, row in enumerate(rows):
+        parts = []
+        for b, col in enumerate(cols):
+            kernel = ctx.weight("weight", f"phase_{a}_{b}_{shape}", partial(iohw_to_phase_filter, row=row, col=col))
+            source, padding = _phase_input(x, size, (row_pads[a], col_pads[b]))
+            y = f"tf.nn.conv2d({source}, {kernel}, strides=1, padding={padding})"
+            parts.append(f"tf.nn.bias_add({y}, {bias})" if bias else y)
+        joined = parts[0] if len(parts) == 1 else f"tf.concat([{', '.join(parts)}], axis=-1)"
+        out_rows.append(ctx.let(f"tf.reshape({joined}, {ctx.shape_list([-1, q_h, 1, q_w * len(cols) * cout])})",
+                                f"row{a}"))
+    stacked = out_rows[0] if len(out_rows) == 1 else f"tf.concat([{', '.join(out_rows)}], axis=2)"
+    return f"tf.reshape({stacked}, {ctx.shape_list([-1, q_h * len(rows), q_w * len(cols), cout])})"
 
 
 @converter("aten.conv_transpose2d.input", layout=LayoutPolicy.CHANNELS_LAST,
@@ -259,7 +275,7 @@ def conv_transpose2d(ctx: OpContext, node: Node) -> str:
     SymInt[2] padding=0, SymInt[2] output_padding=0, SymInt groups=1, SymInt[2] dilation=1) -> Tensor
 
     Stride == kernel (non-overlapping windows, the U-Net up-sampling step): 1x1 convolutions + reshapes (see
-    _window_rows); equal output phases (a DCGAN's k4 s2 p1): one convolution per row phase (_phase_rows); other
+    _window_rows); equal output phases (a DCGAN's k4 s2 p1): one convolution per output phase (_phase_rows); other
     geometries: tf.nn.conv2d_transpose."""
     if _non_overlapping(ctx):
         return _window_rows(ctx)
