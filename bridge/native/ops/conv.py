@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import partial
 
 from bridge.native.codegen import OpContext
-from bridge.native.ir import Node, Value
+from bridge.native.ir import Node, Size, Value
 from bridge.native.ops._common import Padding, dynamic_window_padding, first_tensor, ntuple, static_dims, window_padding
 from bridge.native.registry import LayoutPolicy, converter
 from bridge.native.weights import (Phase, depthwise_filter, iohw_to_hwoi, iohw_to_phase_filter,
@@ -96,20 +96,33 @@ def conv2d(ctx: OpContext, node: Node) -> str:
     return _with_bias(ctx, grouped)
 
 
+def _output_rows(ctx: OpContext, rows: str, count: int, grid: tuple[Size, Size], cols: int, channels: int) -> str:
+    """The output [N, H'*count, W'*cols, channels] of `rows`, a TF list of `count` tensors [N, H', W',
+    cols*channels] (output row phase a's at a, its column phases side by side in the channels): each laid out as
+    one output row [N, H', 1, W'*cols*channels] by a reshape, the rows concatenated. Only Reshape and ConcatV2, no
+    Transpose or DepthToSpace (a slow kernel in TF.js wasm); shared by the transposed-conv and pixel-shuffle forms."""
+    h, w = grid
+    if count == 1:
+        return f"tf.reshape({rows}[0], {ctx.shape_list([-1, h, w * cols, channels])})"
+    row = ctx.shape_list([-1, h, 1, w * cols * channels])
+    return (f"tf.reshape(tf.concat([tf.reshape(r, {row}) for r in {rows}], axis=2), "
+            f"{ctx.shape_list([-1, h * count, w * cols, channels])})")
+
+
 CONV2D_TARGETS = ("aten.conv2d.default", "aten.conv2d.padding")
 
 
 def conv_rows_for_pixel_shuffle(ctx: OpContext, conv: Node, r: int) -> str | None:
     """pixel_shuffle(r) of the output of `conv` (an ungrouped conv2d with parameter weights, read by nothing
-    else) as r convolutions, one per output row phase (`oihw_to_shuffle_rows`), laid out by reshapes and one
-    concat as in `_window_rows`: no channel gather and no DepthToSpace (slow kernels in TF.js wasm), the
+    else) as r convolutions, one per output row phase (`oihw_to_shuffle_rows`), laid out by `_output_rows`: no
+    channel gather and no DepthToSpace (slow kernels in TF.js wasm), the
     conv itself never computed. None when `conv` is not such a conv."""
     weight, bias = conv.args.get("weight"), conv.args.get("bias")
     if conv.target not in CONV2D_TARGETS or not isinstance(weight, Value) or not weight.is_weight:
         return None
-    if isinstance(bias, Value) and not bias.is_weight or _geometry(conv, 2)[3] != 1 or _check_conv(2, conv):
+    _, stride, dilation, groups = _geometry(conv, 2)
+    if isinstance(bias, Value) and not bias.is_weight or groups != 1 or _check_conv(2, conv):
         return None
-    _, stride, dilation, _ = _geometry(conv, 2)
     pad = _padding(conv, 2)
     padding = str(pad.tf_pad(4)) if pad.mode == "EXPLICIT" else pad.literal()
     dilations = f", dilations={list(dilation)}" if max(dilation) > 1 else ""
@@ -125,8 +138,7 @@ def conv_rows_for_pixel_shuffle(ctx: OpContext, conv: Node, r: int) -> str | Non
         loop = f"for f, b in zip(tf.unstack({filters}), tf.unstack({biases}))"
     else:
         loop = f"for f in tf.unstack({filters})"
-    rows = ctx.let(f"[tf.reshape({y}, {ctx.shape_list([-1, h, 1, w * r * channels])}) {loop}]", "rows")
-    return f"tf.reshape(tf.concat({rows}, axis=2), {ctx.shape_list([-1, h * r, w * r, channels])})"
+    return _output_rows(ctx, ctx.let(f"[{y} {loop}]", "rows"), r, (h, w), r, channels)
 
 
 @converter("aten.conv1d.default", "aten.conv1d.padding", layout=LayoutPolicy.CHANNELS_LAST,
@@ -181,10 +193,9 @@ def _non_overlapping(ctx: OpContext) -> bool:
 
 def _window_rows(ctx: OpContext) -> str:
     """Stride == kernel (kH x kW): out[n, i*kH + a, j*kW + b, o] = sum_c x[n, i, j, c] * W[c, o, a, b] + bias[o].
-    Row a of every window is a 1x1 convolution to kW*out channels (b-major), which a reshape lays out as one output
-    row [N, H, 1, W*kW*out]; the kH rows are concatenated and reshaped to [N, H*kH, W*kW, out]. Only Conv2D (bias
-    fused), Reshape and ConcatV2: TF.js wasm runs these ~10x faster than Conv2DBackpropInput and also faster than
-    DepthToSpace (a slow kernel there), and nothing is transposed."""
+    Row a of every window is a 1x1 convolution to kW*out channels (b-major), laid out by `_output_rows`. Only
+    Conv2D (bias fused), Reshape and ConcatV2: TF.js wasm runs these ~10x faster than Conv2DBackpropInput and also
+    faster than DepthToSpace (a slow kernel there), and nothing is transposed."""
     weight = ctx.value("weight")
     cin, cout, kh, kw = weight.shape
     h, w = ctx.value("input").sizes[2:]
@@ -200,9 +211,8 @@ def _window_rows(ctx: OpContext) -> str:
 
     if kh == 1:
         return f"tf.reshape({conv(f'{filters}[0]')}, {ctx.shape_list([-1, h, w * kw, cout])})"
-    rows = ctx.let(f"[tf.reshape({conv('row')}, {ctx.shape_list([-1, h, 1, w * kw * cout])}) for row in "
-                   f"tf.unstack({filters})]", "rows")
-    return f"tf.reshape(tf.concat({rows}, axis=2), {ctx.shape_list([-1, h * kh, w * kw, cout])})"
+    return _output_rows(ctx, ctx.let(f"[{conv('row')} for row in tf.unstack({filters})]", "rows"), kh, (h, w), kw,
+                        cout)
 
 
 PhaseAxis = tuple[tuple[Phase, ...], list[tuple[int, int]], int]  # phases, (before, after) pads, outputs each
@@ -243,27 +253,26 @@ def _phase_rows(ctx: OpContext, geometry: list[PhaseAxis]) -> str:
     """Any other transposed convolution whose output phases are equal in size: output phase (a, b) (rows
     sH q + a, columns sW p + b) is an ordinary convolution of the padded input by that phase's taps of the kernel
     (`iohw_to_phase_filter`: every weight stored once, no zeros); a row phase's column phases side by side in the
-    channels, reshaped to one output row and the rows concatenated as in `_window_rows`. TF.js wasm's
+    channels, the rows laid out by `_output_rows`. TF.js wasm's
     Conv2DBackpropInput is a scalar loop; these run on its XNNPACK convolution (a DCGAN generator's three 4x4
     stride-2 layers, `benchmarks/run.py --models convtranspose_gan`)."""
     (rows, row_pads, q_h), (cols, col_pads, q_w) = geometry
     cout = ctx.value("weight").shape[1]
     x, size = ctx.t("input"), tuple(ctx.value("input").shape[2:])
     bias = ctx.t("bias") if ctx.has("bias") else None
-    shape = f"s{len(rows)}x{len(cols)}_p{-rows[0].start}x{-cols[0].start}"
+    (sh, sw), (ph, pw) = ntuple(ctx.arg("stride", 1), 2), ntuple(ctx.arg("padding", 0), 2)
+    geometry_name = f"s{sh}x{sw}_p{ph}x{pw}"
     out_rows = []
     for a, row in enumerate(rows):
         parts = []
         for b, col in enumerate(cols):
-            kernel = ctx.weight("weight", f"phase_{a}_{b}_{shape}", partial(iohw_to_phase_filter, row=row, col=col))
+            kernel = ctx.weight("weight", f"phase_{a}_{b}_{geometry_name}",
+                                partial(iohw_to_phase_filter, row=row, col=col))
             source, padding = _phase_input(x, size, (row_pads[a], col_pads[b]))
             y = f"tf.nn.conv2d({source}, {kernel}, strides=1, padding={padding})"
             parts.append(f"tf.nn.bias_add({y}, {bias})" if bias else y)
-        joined = parts[0] if len(parts) == 1 else f"tf.concat([{', '.join(parts)}], axis=-1)"
-        out_rows.append(ctx.let(f"tf.reshape({joined}, {ctx.shape_list([-1, q_h, 1, q_w * len(cols) * cout])})",
-                                f"row{a}"))
-    stacked = out_rows[0] if len(out_rows) == 1 else f"tf.concat([{', '.join(out_rows)}], axis=2)"
-    return f"tf.reshape({stacked}, {ctx.shape_list([-1, q_h * len(rows), q_w * len(cols), cout])})"
+        out_rows.append(parts[0] if len(parts) == 1 else f"tf.concat([{', '.join(parts)}], axis=-1)")
+    return _output_rows(ctx, ctx.let(f"[{', '.join(out_rows)}]", "rows"), len(rows), (q_h, q_w), len(cols), cout)
 
 
 @converter("aten.conv_transpose2d.input", layout=LayoutPolicy.CHANNELS_LAST,
